@@ -1,0 +1,21 @@
+"""Composable logits processors for Hugging Face ``generate()``.
+
+Logits are log-counts; temperature divides them, masks set them to ``-inf``, ensembles add
+log-probabilities or log-odds, calibration makes confidences mean what they say, and the gaps
+between logits are margins that reveal uncertainty or manipulation.
+"""
+
+from .core import Chain, MaskingProcessor, Processor
+from .masking import TokenMask, VocabFilter
+from .temperature import EntropyTemperature, Temperature
+
+__all__ = [
+    "Chain",
+    "EntropyTemperature",
+    "MaskingProcessor",
+    "Processor",
+    "Temperature",
+    "TokenMask",
+    "VocabFilter",
+]
+__version__ = "0.1.0"

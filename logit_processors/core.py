@@ -1,0 +1,300 @@
+"""The processor contract: base class, chaining, validation, caches and the fully-masked-row policy.
+
+Every processor in this library:
+
+* subclasses :class:`transformers.LogitsProcessor`, so it drops into ``model.generate(...,
+  logits_processor=[...])`` and ``pipeline(...)``;
+* takes ``input_ids [B, T]`` (long) and ``scores [B, V]`` (any float dtype, any device) and
+  returns a **new** tensor, or the same object when it changes nothing; it never writes into
+  the caller's tensor, because Hugging Face may hand out the very tensor it also returns as
+  ``output_scores``;
+* keeps precomputed masks and tables on the scores' device, cached per ``(device, dtype)``;
+* is reusable across ``generate()`` calls; stateful processors expose :meth:`Processor.reset`
+  and realign themselves from ``input_ids`` rather than trusting call order.
+
+Example:
+    >>> import torch
+    >>> from logit_processors import Temperature, TokenMask
+    >>> chain = Temperature(0.7) | TokenMask(deny=[0])
+    >>> out = chain(torch.zeros(1, 1, dtype=torch.long), torch.randn(1, 5))
+    >>> bool(out[0, 0] == float("-inf"))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Literal
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from . import numerics
+
+EmptyRowPolicy = Literal["raise", "keep_eos"]
+EMPTY_ROW_POLICIES: tuple[str, ...] = ("raise", "keep_eos")
+
+
+class Processor(LogitsProcessor):
+    """Base class: validates the call, then hands off to :meth:`process`.
+
+    Subclasses implement ``process(input_ids, scores) -> scores`` and, when they hold state
+    across steps, :meth:`reset`. ``a | b`` builds a :class:`Chain`.
+    """
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        check_call(input_ids, scores)
+        return self.process(input_ids, scores)
+
+    def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget per-generation state. Stateless processors have none."""
+
+    def __or__(self, other: LogitsProcessor) -> Chain:
+        return Chain(self, other)
+
+    def __ror__(self, other: LogitsProcessor) -> Chain:
+        return Chain(other, self)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self._repr_fields().items())
+        return f"{type(self).__name__}({fields})"
+
+    def _repr_fields(self) -> dict[str, object]:
+        return {}
+
+
+class Chain(LogitsProcessorList):
+    """Processors applied left to right; itself usable directly as ``logits_processor=``.
+
+    A ``Chain`` is a :class:`transformers.LogitsProcessorList` (so ``generate()`` accepts it as
+    is) and flattens nested chains. ``reset()`` resets every member.
+
+    Example:
+        >>> import torch
+        >>> from logit_processors import Chain, Temperature, TopK
+        >>> chain = Chain(Temperature(0.5), TopK(2))
+        >>> chain(torch.zeros(1, 1, dtype=torch.long), torch.tensor([[3.0, 2.0, 1.0]])).tolist()
+        [[6.0, 4.0, -inf]]
+    """
+
+    def __init__(self, *processors: LogitsProcessor | Iterable[LogitsProcessor]):
+        flat: list[LogitsProcessor] = []
+        for item in processors:
+            if isinstance(item, (list, tuple)):
+                flat.extend(item)
+            else:
+                flat.append(item)
+        for i, proc in enumerate(flat):
+            if not callable(proc):
+                raise TypeError(f"Chain: processor #{i} is {proc!r}, which is not callable; expected a LogitsProcessor")
+        super().__init__(flat)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        check_call(input_ids, scores)
+        return super().__call__(input_ids, scores, **kwargs)
+
+    def reset(self) -> None:
+        for proc in self:
+            reset = getattr(proc, "reset", None)
+            if callable(reset):
+                reset()
+
+    def __or__(self, other: LogitsProcessor) -> Chain:
+        return Chain(*self, other)
+
+    def __ror__(self, other: LogitsProcessor) -> Chain:
+        return Chain(other, *self)
+
+    def __repr__(self) -> str:
+        return "Chain(" + ", ".join(repr(p) for p in self) + ")"
+
+
+# --------------------------------------------------------------------------------------------
+# Validation. Host-side checks only: shapes and dtypes are metadata, reading them never syncs.
+
+
+def check_call(input_ids: torch.Tensor, scores: torch.Tensor) -> None:
+    """Validate a processor call's arguments (shapes and dtypes; never reads tensor data)."""
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or not scores.is_floating_point():
+        raise ValueError(
+            f"scores must be a float tensor of shape [batch, vocab]; got {_describe(scores)}"
+        )
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be a tensor of shape [batch, length]; got {_describe(input_ids)}")
+    if input_ids.shape[0] != scores.shape[0]:
+        raise ValueError(
+            f"input_ids has {input_ids.shape[0]} rows but scores has {scores.shape[0]}; they must match"
+        )
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def positive_finite_float(name: str, value: object) -> float:
+    """``value`` as a float, or a ValueError naming ``name`` unless it is finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+    return value
+
+
+def probability(name: str, value: object, *, allow_zero: bool = True, allow_one: bool = True) -> float:
+    """``value`` as a float in [0, 1] (ends as allowed), or a ValueError naming ``name``."""
+    low = "[" if allow_zero else "("
+    high = "]" if allow_one else ")"
+    bad = isinstance(value, bool) or not isinstance(value, numbers.Real)
+    if not bad:
+        value = float(value)
+        bad = (
+            math.isnan(value)
+            or value < 0
+            or value > 1
+            or (value == 0 and not allow_zero)
+            or (value == 1 and not allow_one)
+        )
+    if bad:
+        raise ValueError(f"{name} must be a number in {low}0, 1{high}; got {value!r}")
+    return float(value)
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` as an int >= 1, or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def token_ids(name: str, ids: Iterable[int], vocab_size: int | None = None) -> list[int]:
+    """Sorted unique token ids; ValueError naming ``name`` and the bad ids if any is invalid."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise ValueError(f"{name} must be an iterable of token ids (ints); got {ids!r}")
+    ids = list(ids)
+    non_ints = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+    if non_ints:
+        raise ValueError(f"{name} must contain integer token ids; got non-integers {non_ints[:10]!r}")
+    negative = sorted({int(i) for i in ids if i < 0})
+    if negative:
+        raise ValueError(f"{name} contains negative token ids {negative[:10]}; ids must be >= 0")
+    if vocab_size is not None:
+        check_ids_in_range(name, ids, vocab_size)
+    return sorted({int(i) for i in ids})
+
+
+def check_ids_in_range(name: str, ids: Sequence[int], vocab_size: int) -> None:
+    too_big = sorted({int(i) for i in ids if i >= vocab_size})
+    if too_big:
+        raise ValueError(
+            f"{name} contains token ids {too_big[:10]} outside the vocabulary; "
+            f"allowed ids are 0..{vocab_size - 1} (scores have {vocab_size} columns)"
+        )
+
+
+def check_empty_policy(on_empty: str, eos_token_id: int | Sequence[int] | None) -> list[int]:
+    """Validate an ``on_empty`` policy; returns the EOS ids that ``keep_eos`` will keep."""
+    if on_empty not in EMPTY_ROW_POLICIES:
+        raise ValueError(f"on_empty must be one of {EMPTY_ROW_POLICIES}; got {on_empty!r}")
+    if on_empty != "keep_eos":
+        return []
+    if eos_token_id is None:
+        raise ValueError('on_empty="keep_eos" needs eos_token_id (an int or a list of ints); got None')
+    ids = [eos_token_id] if isinstance(eos_token_id, numbers.Integral) else list(eos_token_id)
+    return token_ids("eos_token_id", ids)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-(device, dtype) cache
+
+
+class DeviceCache:
+    """Tensors built once per ``(device, dtype, key)`` and reused on every later step.
+
+    Building happens on the host (e.g. from a Python list of ids) and is copied to the device
+    once; later steps only look up a dict.
+    """
+
+    def __init__(self) -> None:
+        self._tensors: dict[tuple[Hashable, ...], torch.Tensor] = {}
+
+    def get(
+        self, device: torch.device, dtype: torch.dtype | None, key: Hashable, build: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
+        cache_key = (str(device), dtype, key)
+        tensor = self._tensors.get(cache_key)
+        if tensor is None:
+            tensor = build().to(device=device, dtype=dtype if dtype is not None else None)
+            self._tensors[cache_key] = tensor
+        return tensor
+
+    def clear(self) -> None:
+        self._tensors.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Fully masked rows
+
+
+class MaskingProcessor(Processor):
+    """Base for processors that remove tokens: applies the fully-masked-row policy.
+
+    ``on_empty="raise"`` (default): a row left with every token at ``-inf`` raises a
+    ValueError naming the row (this reads one bool per step back to the host; on CPU that is
+    free). ``on_empty="keep_eos"``: such a row keeps only its EOS token(s) instead, computed
+    on the device without any host round trip, so generation ends cleanly for that row.
+    """
+
+    def __init__(self, on_empty: EmptyRowPolicy = "raise", eos_token_id: int | Sequence[int] | None = None):
+        self.on_empty = on_empty
+        self._eos_ids = check_empty_policy(on_empty, eos_token_id)
+        self._cache = DeviceCache()
+
+    def finish(self, scores: torch.Tensor) -> torch.Tensor:
+        """Apply the policy to a processed ``scores`` tensor that this processor owns."""
+        empty = numerics.fully_masked_rows(scores)
+        if self.on_empty == "keep_eos":
+            eos_columns = self._cache.get(scores.device, torch.bool, ("eos", scores.shape[-1]), self._eos_columns(scores))
+            restore = empty[:, None] & eos_columns[None, :]
+            return scores.masked_fill(restore, 0.0)
+        if bool(empty.any()):
+            rows = empty.nonzero().flatten().tolist()
+            raise ValueError(
+                f"{type(self).__name__} masked every token in row(s) {rows[:20]} (batch of {scores.shape[0]}); "
+                'nothing is left to sample. Relax the constraint or pass on_empty="keep_eos" with eos_token_id'
+            )
+        return scores
+
+    def _eos_columns(self, scores: torch.Tensor) -> Callable[[], torch.Tensor]:
+        def build() -> torch.Tensor:
+            check_ids_in_range("eos_token_id", self._eos_ids, scores.shape[-1])
+            columns = torch.zeros(scores.shape[-1], dtype=torch.bool)
+            columns[self._eos_ids] = True
+            return columns
+
+        return build
+
+
+def per_row(name: str, values: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Match a per-row tensor of length n to a batch of B rows.
+
+    n == B: used as is. B a multiple of n: ``generate()`` expanded each prompt to B / n
+    consecutive rows (``num_return_sequences``, beams), so each value is repeated in that order.
+    Anything else is a ValueError naming ``name``.
+    """
+    n = values.shape[0]
+    if n == batch_size:
+        return values
+    if n > 0 and batch_size % n == 0:
+        return values.repeat_interleave(batch_size // n, dim=0)
+    raise ValueError(
+        f"{name} has {n} rows but the batch has {batch_size}; it must have one row per batch row, "
+        f"or one per prompt when generate() expands each prompt to several rows (B a multiple of {n})"
+    )
