@@ -7,12 +7,14 @@ between logits are margins that reveal uncertainty or manipulation.
 
 from .core import Chain, MaskingProcessor, Processor
 from .masking import TokenMask, VocabFilter
+from .phrase_ban import PhraseBan
 from .temperature import EntropyTemperature, Temperature
 
 __all__ = [
     "Chain",
     "EntropyTemperature",
     "MaskingProcessor",
+    "PhraseBan",
     "Processor",
     "Temperature",
     "TokenMask",

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -44,7 +45,9 @@ class Processor(LogitsProcessor):
     across steps, :meth:`reset`. ``a | b`` builds a :class:`Chain`.
     """
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+    # Exactly two parameters: LogitsProcessorList inspects the signature and would otherwise
+    # demand extra keyword arguments from generate().
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         check_call(input_ids, scores)
         return self.process(input_ids, scores)
 
@@ -96,7 +99,11 @@ class Chain(LogitsProcessorList):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
         check_call(input_ids, scores)
-        return super().__call__(input_ids, scores, **kwargs)
+        # Our own loop rather than LogitsProcessorList's, which runs inspect.signature on every
+        # processor at every step; extra keyword arguments go only to processors that take them.
+        for proc in self:
+            scores = proc(input_ids, scores, **kwargs) if kwargs and _takes_kwargs(proc) else proc(input_ids, scores)
+        return scores
 
     def reset(self) -> None:
         for proc in self:
@@ -112,6 +119,10 @@ class Chain(LogitsProcessorList):
 
     def __repr__(self) -> str:
         return "Chain(" + ", ".join(repr(p) for p in self) + ")"
+
+
+def _takes_kwargs(proc: object) -> bool:
+    return len(inspect.signature(proc.__call__).parameters) > 2
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ row and computed stably by subtracting the row maximum (log-sum-exp).
 Conventions used throughout the library:
 
 * Reductions that can overflow or lose precision (exp, sums, division by a small temperature)
-  run in float32 whatever the input dtype; callers cast back when they return scores.
+  run in float32 (float64 stays float64) whatever the input dtype; callers cast back when they return scores.
 * ``-inf`` means "masked": probability exactly 0. A row whose every entry is ``-inf`` is a
   *fully masked row*. These functions never turn it into NaN: its log-probabilities stay
   ``-inf``, its log-sum-exp is ``-inf``, its entropy is 0. Whether such a row is an error is a
@@ -34,8 +34,8 @@ LOG_HALF = -math.log(2.0)
 
 
 def as_float32(scores: torch.Tensor) -> torch.Tensor:
-    """Return ``scores`` as float32 (the same object when it already is)."""
-    return scores if scores.dtype == torch.float32 else scores.float()
+    """``scores`` in at least float32: half precision is upcast, float32/float64 returned as is."""
+    return scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
 
 
 def finite_row_max(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
