@@ -9,15 +9,19 @@ from .core import Chain, MaskingProcessor, Processor
 from .masking import TokenMask, VocabFilter
 from .phrase_ban import PhraseBan
 from .temperature import EntropyTemperature, Temperature
+from .truncation import MinP, TopK, TopP
 
 __all__ = [
     "Chain",
     "EntropyTemperature",
     "MaskingProcessor",
+    "MinP",
     "PhraseBan",
     "Processor",
     "Temperature",
     "TokenMask",
+    "TopK",
+    "TopP",
     "VocabFilter",
 ]
 __version__ = "0.1.0"
