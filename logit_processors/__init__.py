@@ -6,6 +6,7 @@ between logits are margins that reveal uncertainty or manipulation.
 """
 
 from .core import Chain, MaskingProcessor, Processor
+from .gaps import LogitGapMonitor
 from .masking import TokenMask, VocabFilter
 from .phrase_ban import PhraseBan
 from .temperature import EntropyTemperature, Temperature
@@ -14,6 +15,7 @@ from .truncation import MinP, TopK, TopP
 __all__ = [
     "Chain",
     "EntropyTemperature",
+    "LogitGapMonitor",
     "MaskingProcessor",
     "MinP",
     "PhraseBan",

@@ -396,7 +396,9 @@ class _Decoder:
         missing = sorted({i for i in ids if i not in self.cache})
         known = [i for i in missing if 0 <= i < self.size]
         if known:
-            texts = self.tokenizer.batch_decode([[i] for i in known], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            texts = self.tokenizer.batch_decode(
+                [[i] for i in known], skip_special_tokens=False, clean_up_tokenization_spaces=False
+            )
             self.cache.update(zip(known, texts, strict=True))
         for i in missing:
             self.cache.setdefault(i, None)
@@ -555,7 +557,9 @@ def _as_id_lists(tokenizer, inputs, add_special_tokens: bool, attention_mask) ->
             )
         return [row[m.bool()].tolist() for row, m in zip(ids, mask, strict=True)]
     if attention_mask is not None:
-        raise ValueError("attention_mask is only allowed with a tensor of token ids; texts are tokenized without padding")
+        raise ValueError(
+            "attention_mask is only allowed with a tensor of token ids; texts are tokenized without padding"
+        )
     if not isinstance(inputs, Sequence) or not inputs:
         raise ValueError(
             f"text_or_texts must be a string, a non-empty list of strings, a [batch, length] tensor of token ids "
@@ -570,9 +574,8 @@ def _as_id_lists(tokenizer, inputs, add_special_tokens: bool, attention_mask) ->
         for x in inputs
     ):
         return [[int(i) for i in x] for x in inputs]
-    raise ValueError(
-        f"text_or_texts must be all strings or all lists of integer token ids; got {[type(x).__name__ for x in inputs][:10]}"
-    )
+    kinds = [type(x).__name__ for x in inputs][:10]
+    raise ValueError(f"text_or_texts must be all strings or all lists of integer token ids; got {kinds}")
 
 
 def _model_device(model) -> torch.device:
@@ -656,7 +659,9 @@ class LogitGapMonitor(Processor):
     history matches no previous row starts a new trace (detected on the device; old steps are
     dropped at the next length change). One case looks exactly like a continuation: a call whose
     prompt is the previous call's last step plus the token chosen there (feeding ``sequences``
-    straight back); call :meth:`reset` between such calls.
+    straight back); call :meth:`reset` between such calls. Assisted (speculative) generation,
+    which scores several candidate positions per forward pass, is not supported: each of its
+    verification passes looks like a new generation.
 
     Example:
         >>> from logit_processors.testing import load_tiny_gpt2           # doctest: +SKIP
@@ -784,7 +789,10 @@ class LogitGapMonitor(Processor):
         """
         steps = self._steps
         if steps is None or steps.n == 0:
-            raise ValueError("LogitGapMonitor.trace(): nothing recorded yet; pass the monitor to generate(logits_processor=[...]) first")
+            raise ValueError(
+                "LogitGapMonitor.trace(): nothing recorded yet; "
+                "pass the monitor to generate(logits_processor=[...]) first"
+            )
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
         new_start = steps.get("new_start").cpu()
         first = int(new_start.nonzero().max())  # the step that began the current generation

@@ -40,8 +40,10 @@ dtype at load time with ``dtype=``.
 
 Cache layout and safety
 -----------------------
-``resolve_cache_dir(name)`` is ``$LOGIT_PROCESSORS_CACHE/<name>`` when that variable is set, else
-``${XDG_CACHE_HOME:-~/.cache}/logit_processors/models/<name>``; ``cache_dir=`` overrides both.
+``resolve_cache_dir(name)`` is ``<root>/models/<name>``, where the library's cache root is
+``cache_dir=`` if given, else ``$LOGIT_PROCESSORS_CACHE``, else
+``${XDG_CACHE_HOME:-~/.cache}/logit_processors`` (the same root as the tiny test GPT-2 in
+``logit_processors.testing``).
 A conversion is written into a temporary directory beside the target and renamed into place only
 when complete, with the marker file ``logit_processors.json`` written (and fsynced) last. A
 directory without a valid marker is never read: it is moved aside and rebuilt. Two processes
@@ -64,9 +66,10 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, redirect_stderr
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -272,23 +275,22 @@ def locate_gguf(name: str, workdir: str | os.PathLike | None = None) -> Path:
 
 
 def resolve_cache_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Directory holding the converted checkpoint of named model ``name``.
+    """Directory holding the converted checkpoint of named model ``name``: ``<root>/models/<name>``.
 
-    ``cache_dir / name`` if given, else ``$LOGIT_PROCESSORS_CACHE / name``, else
-    ``${XDG_CACHE_HOME:-~/.cache}/logit_processors/models/<name>``. Nothing is created.
+    The cache root is ``cache_dir`` if given, else ``$LOGIT_PROCESSORS_CACHE``, else
+    ``${XDG_CACHE_HOME:-~/.cache}/logit_processors``. Nothing is created.
 
     >>> resolve_cache_dir("smollm2", cache_dir="/tmp/lp-cache").as_posix()
-    '/tmp/lp-cache/smollm2'
-    >>> resolve_cache_dir("smollm2").name
-    'smollm2'
+    '/tmp/lp-cache/models/smollm2'
+    >>> resolve_cache_dir("smollm2").parts[-3:]
+    ('logit_processors', 'models', 'smollm2')
     """
     spec = _spec_or_raise(name)
     if cache_dir is None:
         cache_dir = os.environ.get(CACHE_ENV_VAR) or None
     if cache_dir is None:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        cache_dir = Path(base) / "logit_processors" / "models"
-    return Path(cache_dir).expanduser() / spec.name
+        cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "logit_processors"
+    return Path(cache_dir).expanduser() / "models" / spec.name
 
 
 def _read_marker(directory: Path) -> dict[str, Any] | None:
@@ -462,21 +464,38 @@ class _Steps:
         self.say(f"[{self.count}/{self.total}] {text} ({time.perf_counter() - self.start:.1f} s)")
 
 
+_quiet_lock = threading.Lock()
+_quiet_state: dict[str, Any] = {"depth": 0}
+
+
 @contextmanager
 def _quiet_progress() -> Iterator[None]:
-    """Silence transformers' and the GGUF reader's tqdm bars (progress=False)."""
+    """Silence transformers' and the GGUF reader's tqdm bars (progress=False).
+
+    The GGUF reader uses plain tqdm, which writes to ``sys.stderr``, so stderr is pointed at
+    os.devnull meanwhile (logging handlers keep their own reference to the real stderr, so
+    warnings still show). Reference-counted: several threads may be inside at once, and the
+    real stderr comes back only when the last one leaves.
+    """
     from transformers.utils import logging as hf_logging
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    with _quiet_lock:
+        if _quiet_state["depth"] == 0:
+            _quiet_state["bars"] = hf_logging.is_progress_bar_enabled()
+            _quiet_state["stderr"] = sys.stderr
+            _quiet_state["devnull"] = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - closed below
+            hf_logging.disable_progress_bar()
+        _quiet_state["depth"] += 1
     try:
-        # The GGUF reader uses plain tqdm, which writes to sys.stderr; logging handlers keep
-        # their own reference to the real stderr, so warnings still show.
-        with open(os.devnull, "w") as devnull, redirect_stderr(devnull):
-            yield
+        yield
     finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
+        with _quiet_lock:
+            _quiet_state["depth"] -= 1
+            if _quiet_state["depth"] == 0:
+                sys.stderr = _quiet_state.pop("stderr")
+                _quiet_state.pop("devnull").close()
+                if _quiet_state.pop("bars"):
+                    hf_logging.enable_progress_bar()
 
 
 def _gguf_quantization_config() -> dict[str, Any]:
@@ -722,8 +741,10 @@ def load(
             or a ``torch.dtype``. Default: float32 on CPU, bfloat16 (float16 if unsupported) on
             CUDA.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``, ``"mps"``, ...
-        cache_dir: where named models are converted (see :func:`resolve_cache_dir`); ignored
-            for hub ids and paths, which use the Hugging Face cache (``HF_HOME``).
+        cache_dir: the cache root named models are converted under (default
+            ``$LOGIT_PROCESSORS_CACHE`` or ``~/.cache/logit_processors``; see
+            :func:`resolve_cache_dir`); ignored for hub ids and paths, which use the Hugging
+            Face cache (``HF_HOME``).
         progress: show the conversion steps and progress bars (False: silent).
         **model_kwargs: passed on to ``AutoModelForCausalLM.from_pretrained`` (e.g.
             ``attn_implementation="eager"``, ``revision=...``).

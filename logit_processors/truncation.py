@@ -293,12 +293,14 @@ class TopP(_Truncation):
         top = torch.topk(work, window, dim=-1).values  # descending
         row_max = top[:, 0]
         shift = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))[:, None]
-        # The counts exp(z - max) as a softmax computes them (in the work dtype, after
-        # subtracting the max), summed: Hugging Face's probabilities are these counts over its
-        # own float32 sum, and both sums are within ~1e-7 (relative) of exact. (A float32
-        # log-sum-exp would be off by ulp(|lse|), ~1e-6 for logits near 20: as much as the whole
-        # decision margin.) In place, so that only one [B, V] temporary is allocated.
-        normalizer = (work - shift).exp_().sum(dim=-1).double()
+        # The counts exp(z - max), computed as a softmax does (in the work dtype, after
+        # subtracting the max; its vectorized exp may differ in the last bit), summed in float64.
+        # Hugging Face's probabilities are such counts over its own float32 sum, so its tail
+        # masses agree with ours to ~1e-7 relative, however small the tail. A float32 normalizer would not do: its ~1e-7 relative error becomes an
+        # absolute error on tail = 1 - head, larger than a tail of 1e-8 (p near 1), and a float32
+        # log-sum-exp is off by ulp(|lse|), ~1e-6 for logits near 20. In place, so that only one
+        # [B, V] temporary is allocated.
+        normalizer = (work - shift).exp_().sum(dim=-1, dtype=torch.float64)
         close_calls = []
         while True:
             counts = torch.exp(top - shift[pending]).double()

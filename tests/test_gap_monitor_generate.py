@@ -129,8 +129,16 @@ def test_sampling_with_seed_and_several_returns(tiny_gpt2):
     model, tokenizer = tiny_gpt2
     monitor = LogitGapMonitor(tokenizer)
     out, inputs = generate(
-        model, tokenizer, PROMPTS[:2], [monitor], seed=7,
-        do_sample=True, top_k=40, temperature=0.9, num_return_sequences=3, max_new_tokens=15,
+        model,
+        tokenizer,
+        PROMPTS[:2],
+        [monitor],
+        seed=7,
+        do_sample=True,
+        top_k=40,
+        temperature=0.9,
+        num_return_sequences=3,
+        max_new_tokens=15,
     )
     trace = monitor.trace(out, attention_mask=inputs["attention_mask"])
     assert len(trace) == 6
@@ -147,8 +155,16 @@ def test_sampling_with_seed_and_several_returns(tiny_gpt2):
     # Same seed, same trace.
     again = LogitGapMonitor(tokenizer)
     generate(
-        model, tokenizer, PROMPTS[:2], [again], seed=7,
-        do_sample=True, top_k=40, temperature=0.9, num_return_sequences=3, max_new_tokens=15,
+        model,
+        tokenizer,
+        PROMPTS[:2],
+        [again],
+        seed=7,
+        do_sample=True,
+        top_k=40,
+        temperature=0.9,
+        num_return_sequences=3,
+        max_new_tokens=15,
     )
     assert again.trace(out).records() == monitor.trace(out).records()
 
@@ -157,12 +173,20 @@ def test_beam_search_follows_returned_sequences(tiny_gpt2):
     model, tokenizer = tiny_gpt2
     monitor = LogitGapMonitor(tokenizer)
     out, inputs = generate(
-        model, tokenizer, PROMPTS[:2], [monitor],
-        do_sample=False, num_beams=4, num_return_sequences=2, max_new_tokens=12,
+        model,
+        tokenizer,
+        PROMPTS[:2],
+        [monitor],
+        do_sample=False,
+        num_beams=4,
+        num_return_sequences=2,
+        max_new_tokens=12,
     )
     assert out.sequences.shape[0] == 4
     trace = monitor.trace(out, attention_mask=inputs["attention_mask"])
-    assert_matches_reference(trace, reference_trace(out, inputs["input_ids"].shape[1], tokenizer.eos_token_id, beams=True))
+    assert_matches_reference(
+        trace, reference_trace(out, inputs["input_ids"].shape[1], tokenizer.eos_token_id, beams=True)
+    )
     # Beam search keeps hypotheses that are not the greedy choice at every step.
     assert any((seq.rank > 0).any() for seq in trace)
 
@@ -171,10 +195,17 @@ def test_beam_search_with_early_finished_hypotheses(tiny_gpt2):
     """Hypotheses that end with EOS before the last step: their EOS is resolved exactly."""
     model, tokenizer = tiny_gpt2
     monitor = LogitGapMonitor(tokenizer)
-    prompts = ["", "The"]  # short prompts make an early end of text likely
+    prompts = ["The", "In"]  # with length_penalty < 0 short hypotheses win: some end early
     out, inputs = generate(
-        model, tokenizer, prompts, [monitor],
-        do_sample=False, num_beams=6, num_return_sequences=6, max_new_tokens=25, length_penalty=-1.0,
+        model,
+        tokenizer,
+        prompts,
+        [monitor],
+        do_sample=False,
+        num_beams=6,
+        num_return_sequences=6,
+        max_new_tokens=25,
+        length_penalty=-1.0,
     )
     trace = monitor.trace(out, attention_mask=inputs["attention_mask"])
     reference = reference_trace(out, inputs["input_ids"].shape[1], tokenizer.eos_token_id, beams=True)
@@ -219,14 +250,19 @@ def joined(monitor_trace: Trace, forced: Trace) -> tuple[dict, dict]:
     return got, want
 
 
-@pytest.mark.parametrize("mode", ["greedy", "beam"])
+MODES = {
+    "greedy": {"do_sample": False},
+    "sampling": {"do_sample": True, "num_return_sequences": 2},  # the monitor sees the raw logits
+    "beam": {"do_sample": False, "num_beams": 3, "num_return_sequences": 2},
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 def test_teacher_forced_equals_monitor(tiny_gpt2, mode):
+    """The two paths agree (within 1e-4: a cached step-by-step forward vs one full forward)."""
     model, tokenizer = tiny_gpt2
     monitor = LogitGapMonitor(tokenizer)
-    kwargs = dict(do_sample=False, max_new_tokens=10)
-    if mode == "beam":
-        kwargs.update(num_beams=3, num_return_sequences=2)
-    out, inputs = generate(model, tokenizer, PROMPTS, [monitor], **kwargs)
+    out, inputs = generate(model, tokenizer, PROMPTS, [monitor], seed=3, max_new_tokens=10, **MODES[mode])
     trace = monitor.trace(out, attention_mask=inputs["attention_mask"])
     # Prompt + output, with the prompt's padding masked: positions line up with the monitor's.
     mask = inputs["attention_mask"].repeat_interleave(out.sequences.shape[0] // len(PROMPTS), dim=0)
@@ -235,7 +271,9 @@ def test_teacher_forced_equals_monitor(tiny_gpt2, mode):
     got, want = joined(trace, forced)
     for name in STATS:
         torch.testing.assert_close(torch.tensor(got[name]), torch.tensor(want[name]), atol=1e-4, rtol=1e-4, msg=name)
-    torch.testing.assert_close(torch.tensor(got["top_logprobs"]), torch.tensor(want["top_logprobs"]), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(got["top_logprobs"]), torch.tensor(want["top_logprobs"]), atol=1e-4, rtol=1e-4
+    )
     assert got["rank"] == want["rank"]
     assert trace.records()[0].keys() == forced.records()[0].keys()  # one schema
 
@@ -315,7 +353,9 @@ class Guarded:
         return result
 
 
-@pytest.mark.parametrize("kwargs", [dict(do_sample=False), dict(do_sample=False, num_beams=3, num_return_sequences=2)])
+@pytest.mark.parametrize(
+    "kwargs", [{"do_sample": False}, {"do_sample": False, "num_beams": 3, "num_return_sequences": 2}]
+)
 def test_scores_unchanged_and_no_host_round_trip(tiny_gpt2, kwargs):
     model, tokenizer = tiny_gpt2
     monitor = LogitGapMonitor(tokenizer)
@@ -348,14 +388,22 @@ def test_reuse_across_generate_calls(tiny_gpt2):
     new_prompt = torch.randint(1, len(tokenizer), (2, last_length + 1), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out_b = model.generate(
-            input_ids=new_prompt, attention_mask=torch.ones_like(new_prompt), logits_processor=[shared],
-            do_sample=False, max_new_tokens=5, pad_token_id=tokenizer.pad_token_id,
+            input_ids=new_prompt,
+            attention_mask=torch.ones_like(new_prompt),
+            logits_processor=[shared],
+            do_sample=False,
+            max_new_tokens=5,
+            pad_token_id=tokenizer.pad_token_id,
         )
     fresh = LogitGapMonitor(tokenizer)
     with torch.no_grad():
         model.generate(
-            input_ids=new_prompt, attention_mask=torch.ones_like(new_prompt), logits_processor=[fresh],
-            do_sample=False, max_new_tokens=5, pad_token_id=tokenizer.pad_token_id,
+            input_ids=new_prompt,
+            attention_mask=torch.ones_like(new_prompt),
+            logits_processor=[fresh],
+            do_sample=False,
+            max_new_tokens=5,
+            pad_token_id=tokenizer.pad_token_id,
         )
     assert shared.trace(out_b).records() == fresh.trace(out_b).records()
     # The first call's output no longer matches what the monitor holds.

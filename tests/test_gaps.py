@@ -67,7 +67,10 @@ def assert_close(actual: float, expected: float, tol: float = 1e-5, what: str = 
 def check_against_reference(scores: torch.Tensor, chosen: torch.Tensor, stats: GapStats, top_k: int, tol=1e-5):
     rows = scores.reshape(-1, scores.shape[-1]).double().tolist()
     chosen_flat = chosen.reshape(-1).tolist()
-    flat = {name: getattr(stats, name).reshape(-1).tolist() for name in ("top_gap", "chosen_gap", "surprisal", "entropy", "rank")}
+    flat = {
+        name: getattr(stats, name).reshape(-1).tolist()
+        for name in ("top_gap", "chosen_gap", "surprisal", "entropy", "rank")
+    }
     top_lp = stats.top_logprobs.reshape(-1, top_k)
     top_ids = stats.top_ids.reshape(-1, top_k)
     for i, (row, c) in enumerate(zip(rows, chosen_flat, strict=True)):
@@ -245,7 +248,16 @@ def test_records_schema():
     assert [r["position"] for r in records] == [0, 1, 2]
     first, second = records[0], records[1]
     assert set(first) == {
-        "sequence", "position", "token_id", "token", "top_gap", "chosen_gap", "surprisal", "entropy", "rank", "alternatives",
+        "sequence",
+        "position",
+        "token_id",
+        "token",
+        "top_gap",
+        "chosen_gap",
+        "surprisal",
+        "entropy",
+        "rank",
+        "alternatives",
     }
     assert first["rank"] is None and first["alternatives"] == [] and math.isnan(first["surprisal"])
     assert second["token"] == "b" and second["rank"] == 1
@@ -284,7 +296,16 @@ def _records_equal(a, b) -> bool:
 def test_to_pandas():
     frame = small_trace().to_pandas()
     assert list(frame.columns) == [
-        "sequence", "position", "token_id", "token", "top_gap", "chosen_gap", "surprisal", "entropy", "rank", "alternatives",
+        "sequence",
+        "position",
+        "token_id",
+        "token",
+        "top_gap",
+        "chosen_gap",
+        "surprisal",
+        "entropy",
+        "rank",
+        "alternatives",
     ]
     assert str(frame["rank"].dtype) == "Int64" and frame["rank"].isna().tolist() == [True, False, False]
 
@@ -301,7 +322,9 @@ def test_to_pandas_without_pandas_says_how_to_install(monkeypatch):
 
 def reference_stats(scores_by_step, lineage, tokens, top_k=DEFAULT_TOP_K):
     """Per token k: the reference statistics of ``scores_by_step[k][lineage[k]]`` for ``tokens[k]``."""
-    return [reference_row(scores_by_step[k][lineage[k]].double().tolist(), tokens[k], top_k) for k in range(len(tokens))]
+    return [
+        reference_row(scores_by_step[k][lineage[k]].double().tolist(), tokens[k], top_k) for k in range(len(tokens))
+    ]
 
 
 def assert_trace_matches(seq: SequenceTrace, refs: list[dict], tol=1e-5):
