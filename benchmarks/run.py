@@ -220,10 +220,12 @@ def phrase_ban_cases(vocab: int, batch: int = 8, n_phrases: int = 10_000) -> tup
     ours = PhraseBan.from_token_ids(sequences)
     hf = NoBadWordsLogitsProcessor(sequences)
     name = "PhraseBan(10k phrases)"
+    # Its own clone floor (note="phrases"): timed in its own interleaved group, it must not
+    # replace the clone of the (batch, vocab) grid group.
     cases = [
-        Case("clone", lambda: scores.clone(), name, "clone", batch, vocab),
-        Case(name, lambda: ours(input_ids, scores), name, "ours", batch, vocab),
-        Case("HF NoBadWordsLogitsProcessor", lambda: hf(input_ids, scores), name, "hf", batch, vocab),
+        Case("clone", lambda: scores.clone(), name, "clone", batch, vocab, note="phrases"),
+        Case(name, lambda: ours(input_ids, scores), name, "ours", batch, vocab, note="phrases"),
+        Case("HF NoBadWordsLogitsProcessor", lambda: hf(input_ids, scores), name, "hf", batch, vocab, note="phrases"),
     ]
     check = agreement(name, batch, vocab, ours(input_ids, scores), hf(input_ids, scores), "mask")
     return cases, [check], ""

@@ -34,6 +34,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from . import numerics
 
+NEG_INF = float("-inf")
 EmptyRowPolicy = Literal["raise", "keep_eos"]
 EMPTY_ROW_POLICIES: tuple[str, ...] = ("raise", "keep_eos")
 
@@ -268,11 +269,27 @@ class MaskingProcessor(Processor):
         self._eos_ids = check_empty_policy(on_empty, eos_token_id)
         self._cache = DeviceCache()
 
-    def finish(self, scores: torch.Tensor) -> torch.Tensor:
-        """Apply the policy to a processed ``scores`` tensor that this processor owns."""
+    def finish(self, scores: torch.Tensor, witness: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the policy to a processed ``scores`` tensor that this processor owns.
+
+        The full check reads every score. ``witness`` makes the common case cheap: values from
+        ``scores``, ``[B]`` or ``[B, k]`` (e.g. one column this processor never masks, each
+        row's top value, or the few kept values), such that a row can only be fully masked if
+        all its witnesses are ``-inf``. When every witness is finite (one small reduction), no
+        row is empty and the scan is skipped; otherwise (a flagged row, even a spurious one, or NaN) the full check runs.
+        On an accelerator with ``keep_eos`` the witness is ignored: the full path needs no host
+        round trip, the shortcut would.
+        """
+        if self.on_empty == "keep_eos":  # validates the EOS ids against the width at the first call
+            eos_columns = self._cache.get(scores.device, torch.bool, ("eos", scores.shape[-1]), self._eos_columns(scores))
+        if witness is not None and witness.numel() and (self.on_empty == "raise" or scores.device.type == "cpu"):
+            # [B] or [B, k] (a row is safe when any of its k witnesses is finite). NaN
+            # propagates through amax/amin, and NaN > -inf is False: full check.
+            row_witness = witness.amax(dim=-1) if witness.dim() == 2 else witness
+            if bool(row_witness.amin() > NEG_INF):
+                return scores
         empty = numerics.fully_masked_rows(scores)
         if self.on_empty == "keep_eos":
-            eos_columns = self._cache.get(scores.device, torch.bool, ("eos", scores.shape[-1]), self._eos_columns(scores))
             restore = empty[:, None] & eos_columns[None, :]
             return scores.masked_fill(restore, 0.0)
         if bool(empty.any()):

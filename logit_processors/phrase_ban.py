@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from .core import EmptyRowPolicy, MaskingProcessor
+from .masking import ColumnMask
 
 NEG_INF = float("-inf")
 
@@ -173,6 +174,7 @@ class PhraseBan(MaskingProcessor):
         self._completions = completions
         self._masked_at: dict[int, list[int]] = {}  # state -> sorted tokens to mask (lazy)
         self._checked_widths: set[int] = set()
+        self._static_columns: dict[int, ColumnMask] = {}  # per scores width
 
     def _tokens_to_mask(self, state: int) -> list[int]:
         """Completions of every banned prefix that is a suffix of this state (its failure chain)."""
@@ -196,26 +198,21 @@ class PhraseBan(MaskingProcessor):
         hits = self._matched_states(input_ids)
         if not hits and not self._static_ids:
             return scores
-        device = scores.device
-        if len(self._static_ids) > width // 4:
-            static = self._cache.get(device, None, ("static mask", width), lambda: self._static_mask(width))
-            out = scores.masked_fill(static, NEG_INF)
+        if self._static_ids:
+            # Single-token phrases are banned in every row: a fixed column mask.
+            columns = self._static_columns.get(width)
+            if columns is None:
+                columns = self._static_columns[width] = ColumnMask(self._static_mask(width))
+            out, _ = columns.apply(scores)
         else:
-            # Few columns: a copy plus a column scatter. (A broadcast bool masked_fill reads the
-            # whole mask and measured 4-10x slower on CPU for sparse masks.)
             out = scores.clone()
-            if self._static_ids:
-                static = self._cache.get(device, None, "static ids", lambda: torch.tensor(self._static_ids))
-                out.index_fill_(1, static, NEG_INF)
         for row, state in hits:
-            columns = self._cache.get(device, None, ("state", state), lambda: torch.tensor(self._tokens_to_mask(state)))
-            out[row].index_fill_(0, columns, NEG_INF)
-        # The fully-masked-row check reads the whole tensor. A column this processor never
-        # masks that is finite in every row proves no row is empty, for the price of one column.
-        witness = self._witness
-        if witness < width and bool((scores[:, witness] > NEG_INF).all()):
-            return out
-        return self.finish(out)
+            tokens = self._cache.get(scores.device, None, ("state", state), lambda: torch.tensor(self._tokens_to_mask(state)))
+            out[row].index_fill_(0, tokens, NEG_INF)
+        # A column this processor never masks proves, where it is finite, that its row is not
+        # empty: the full check reads one column instead of the whole tensor.
+        witness = out[:, self._witness] if self._witness < width else None
+        return self.finish(out, witness)
 
     def _matched_states(self, input_ids: torch.Tensor) -> list[tuple[int, int]]:
         """``(row, state)`` for each row whose history ends in a banned prefix."""
@@ -256,6 +253,7 @@ class PhraseBan(MaskingProcessor):
     def reset(self) -> None:
         """Nothing to forget (state is derived from ``input_ids`` each step); drops cached tensors."""
         self._cache.clear()
+        self._static_columns.clear()
 
     def _repr_fields(self) -> dict[str, object]:
         fields: dict[str, object] = {}

@@ -13,7 +13,8 @@ differ only in how the cut is chosen:
 Removed tokens are set to ``-inf``; kept tokens keep their value exactly. Each processor always
 keeps a row's most likely token, so a row can only end up fully masked if it arrived fully
 masked; such a row goes to the ``on_empty`` policy of
-:class:`~logit_processors.core.MaskingProcessor`.
+:class:`~logit_processors.core.MaskingProcessor`. That is also why each row's top value is the
+``witness`` of the policy check: B values are read instead of B x V.
 """
 
 from __future__ import annotations
@@ -28,28 +29,7 @@ from .core import EmptyRowPolicy, MaskingProcessor, positive_int, probability
 NEG_INF = float("-inf")
 
 
-class _Truncation(MaskingProcessor):
-    """Shared plumbing: the cheap fully-masked-row check."""
-
-    def _finish(self, out: torch.Tensor, row_top: torch.Tensor) -> torch.Tensor:
-        """Apply the ``on_empty`` policy, skipping the full-row scan when no row can be empty.
-
-        ``row_top`` is, per row, a value that is ``-inf`` or NaN whenever the input row was
-        fully masked (or poisoned by NaN): the row maximum, or the top probability. These
-        processors always keep the row maximum, so an output row is fully masked exactly when
-        the input row was. Checking ``row_top`` reads B values instead of B x V; a row it flags
-        (even spuriously) gets the full check in :meth:`finish`. On an accelerator with
-        ``keep_eos`` we call :meth:`finish` directly: it needs no host round trip, this check
-        would.
-        """
-        if out.device.type != "cpu" and self.on_empty == "keep_eos":
-            return self.finish(out)
-        if bool((~(row_top > NEG_INF)).any()):
-            return self.finish(out)
-        return out
-
-
-class TopK(_Truncation):
+class TopK(MaskingProcessor):
     """Keep the ``k`` highest-scoring tokens of each row (Fan et al., 2018).
 
     Every token scoring at least the ``k``-th highest score is kept, so tokens tied with the
@@ -89,18 +69,29 @@ class TopK(_Truncation):
 
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         k = min(max(self.k, self.min_tokens_to_keep), scores.shape[-1])
-        # Unsorted top-k: only its smallest value (the k-th) matters, and skipping the sort of
-        # the k winners is what keeps this at or below the cost of Hugging Face's warper.
-        top = torch.topk(scores, k, dim=-1, sorted=False).values
-        kth = top.amin(dim=-1, keepdim=True)
+        if k < scores.shape[-1] and scores.device.type == "cpu":
+            # On CPU a [B, V] comparison plus a bool masked_fill costs ~12 copies of the scores
+            # (bool tensors defeat vectorization). Writing the k winners into an all -inf
+            # tensor costs half a copy. It keeps exactly k tokens, so it is only exact when no
+            # tie straddles the cut: the (k+1)-th value must be strictly below the k-th
+            # (checked per step; a NaN or -inf at the cut also takes the general path).
+            top, where = torch.topk(scores, k + 1, dim=-1)
+            if bool((top[:, k] < top[:, k - 1]).all()):
+                out = torch.full_like(scores, NEG_INF).scatter_(1, where[:, :k], top[:, :k])
+                return self.finish(out, witness=top[:, 0])
+            kth = top[:, k - 1 : k]
+        else:
+            # Unsorted: only the smallest of the k winners (the k-th) matters.
+            top = torch.topk(scores, k, dim=-1, sorted=False).values
+            kth = top.amin(dim=-1, keepdim=True)
         out = scores.masked_fill(scores < kth, NEG_INF)
-        return self._finish(out, top.amax(dim=-1))
+        return self.finish(out, witness=top.amax(dim=-1))
 
     def _repr_fields(self) -> dict[str, object]:
         return {"k": self.k, "min_tokens_to_keep": self.min_tokens_to_keep, "on_empty": self.on_empty}
 
 
-class MinP(_Truncation):
+class MinP(MaskingProcessor):
     """Keep the tokens whose probability is at least ``p`` times the top token's (Nguyen et al., 2024).
 
     The cut scales with the model's confidence: a peaked distribution keeps few tokens, a flat
@@ -151,13 +142,13 @@ class MinP(_Truncation):
             remove.scatter_(-1, torch.topk(probs, k, dim=-1).indices, False)
         out = scores.masked_fill(remove, NEG_INF)
         # A fully masked (or NaN) row has NaN probabilities: not > 0, so it is flagged.
-        return self._finish(out, torch.where(top_probs > 0, top_probs, NEG_INF).squeeze(-1))
+        return self.finish(out, witness=torch.where(top_probs > 0, top_probs, NEG_INF))
 
     def _repr_fields(self) -> dict[str, object]:
         return {"p": self.p, "min_tokens_to_keep": self.min_tokens_to_keep, "on_empty": self.on_empty}
 
 
-class TopP(_Truncation):
+class TopP(MaskingProcessor):
     """Nucleus sampling: keep the smallest head of tokens whose probability mass reaches ``p`` (Holtzman et al., 2020).
 
     Tokens are taken from the most probable down until their mass reaches ``p``; the token
@@ -254,7 +245,7 @@ class TopP(_Truncation):
         if scores.device.type != "cpu":
             remove = _hf_top_p_removal(work, self.p, self.min_tokens_to_keep)
             self.path_counts["full_sort"] += scores.shape[0]
-            return self._finish(scores.masked_fill(remove, NEG_INF), work.amax(dim=-1))
+            return self.finish(scores.masked_fill(remove, NEG_INF), witness=work.amax(dim=-1))
 
         batch, vocab = work.shape
         # Per row: the lowest kept score (kept: every token >= it) and the number kept.
@@ -275,7 +266,7 @@ class TopP(_Truncation):
         self.path_counts["value_sort"] += rest.numel() - full.numel()
         self.path_counts["full_sort"] += full.numel()
         self._learn(int(kept.max()) + 1)
-        return self._finish(scores.masked_fill(remove, NEG_INF), row_max)
+        return self.finish(scores.masked_fill(remove, NEG_INF), witness=row_max)
 
     # Path 1 ------------------------------------------------------------------------------------
 
