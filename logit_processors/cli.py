@@ -522,14 +522,21 @@ def _one_line(error: BaseException) -> str:
 def _quiet_transformers():
     """transformers' info/warning logging off for the command's duration (restored after, since
     main() may run inside a larger program)."""
+    import logging
+
     from transformers.utils import logging as hf_logging
 
-    previous = hf_logging.get_verbosity()
+    # huggingface_hub logs each retry of an unreachable hub as a warning: the error that
+    # follows says it all, in one line.
+    hub_logger = logging.getLogger("huggingface_hub")
+    previous, previous_hub = hf_logging.get_verbosity(), hub_logger.level
     hf_logging.set_verbosity_error()
+    hub_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
         hf_logging.set_verbosity(previous)
+        hub_logger.setLevel(previous_hub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
