@@ -2,7 +2,13 @@
 
 One command, every case side by side in one run, so that ratios compare like with like:
 
-    python benchmarks/run.py [--quick] [--json benchmarks/results/latest.json]
+    python benchmarks/run.py [--quick] [--only processors|generate|guard] [--threads N] [--generate-threads 1]
+                             [--json benchmarks/results/latest.json]
+
+Three sections, all by default: the processor micro-benchmarks below, LogitGapMonitor inside
+real generate() calls of SmolLM2 (benchmarks/generate_overhead.py: wall time with and without
+the monitor, 128 new tokens, B=1 and B=8), and guarded vs plain generation (benchmarks/guard.py:
+attack detection sharing the prefill, 64 new tokens).
 
 Times are microseconds per call, the median over interleaved rounds: each round times a block
 of calls of every case in turn, so slow drift in machine load (other processes, turbo, thermal)
@@ -36,6 +42,10 @@ from transformers import (
 )
 
 from logit_processors import EntropyTemperature, MinP, Temperature, TokenMask, TopK, TopP
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generate_overhead  # benchmarks/generate_overhead.py: the generate() section
+import guard as guard_bench  # benchmarks/guard.py: guarded vs plain generation (attack detection)
 
 NEG_INF = float("-inf")
 BATCHES = (1, 8, 64)
@@ -335,34 +345,8 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (< 3 minutes)")
-    parser.add_argument("--json", default="benchmarks/results/latest.json", help="where to write all rows and targets")
-    args = parser.parse_args(argv)
-    rounds, block = (7, 0.01) if args.quick else (21, 0.025)
-
-    started = time.perf_counter()
-    meta = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "python": sys.version.split()[0],
-        "dtype": str(DTYPE).replace("torch.", ""),
-        "quick": args.quick,
-        "rounds": rounds,
-        "block_seconds": block,
-        "load_average_at_start": os.getloadavg(),
-    }
-    print(
-        f"logit_processors benchmark: torch {meta['torch']}, {meta['threads']} threads (torch default), "
-        f"{meta['cpus']} CPUs, {meta['cpu_capability']}, dtype {meta['dtype']}, "
-        f"{'quick' if args.quick else 'full'} run ({rounds} interleaved rounds)"
-    )
-    print("Times: microseconds per call, median over rounds. x clone = ours / scores.clone(); HF/ours > 1: ours faster.\n")
-
+def run_processors(rounds: int, block: float) -> dict:
+    """The processor micro-benchmarks: every case timed, the table printed; rows, targets, checks."""
     all_cases: list[Case] = []
     checks: list[dict] = []
     notes: list[str] = []
@@ -397,15 +381,78 @@ def main(argv: list[str] | None = None) -> int:
         f"\nAgreement with the Hugging Face baseline on these inputs: {len(checks) - len(disagreements)}/{len(checks)} "
         "cases identical" + ("" if not disagreements else f"; DIFFER: {disagreements}")
     )
+    return {"rows": rows, "targets": evaluate_targets(rows), "checks": checks, "notes": notes}
 
-    targets = evaluate_targets(rows)
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (processors < 3 minutes)")
+    parser.add_argument("--json", default="benchmarks/results/latest.json", help="where to write all rows and targets")
+    parser.add_argument(
+        "--only",
+        choices=("processors", "generate", "guard"),
+        help="run one section: the processor micro-benchmarks, LogitGapMonitor inside generate(), or guarded "
+        "generation (default: all)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the processor section (default: torch's)")
+    parser.add_argument(
+        "--generate-threads",
+        type=int,
+        default=generate_overhead.THREADS,
+        help=f"torch threads for the generate() section ({generate_overhead.THREADS}; 0: as the processor section)",
+    )
+    args = parser.parse_args(argv)
+    rounds, block = (7, 0.01) if args.quick else (21, 0.025)
+    generate_rounds = 3 if args.quick else generate_overhead.ROUNDS
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    started = time.perf_counter()
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "python": sys.version.split()[0],
+        "dtype": str(DTYPE).replace("torch.", ""),
+        "quick": args.quick,
+        "sections": [args.only] if args.only else ["processors", "generate", "guard"],
+        "rounds": rounds,
+        "block_seconds": block,
+        "generate_rounds": generate_rounds,
+        "load_average_at_start": os.getloadavg(),
+    }
+    print(
+        f"logit_processors benchmark: torch {meta['torch']}, {meta['threads']} threads "
+        f"({'--threads' if args.threads else 'torch default'}), "
+        f"{meta['cpus']} CPUs, {meta['cpu_capability']}, dtype {meta['dtype']}, "
+        f"{'quick' if args.quick else 'full'} run ({rounds} interleaved rounds), sections: {', '.join(meta['sections'])}"
+    )
+
+    processors = generate = None
+    if args.only in (None, "processors"):
+        print("Times: microseconds per call, median over rounds. x clone = ours / scores.clone(); HF/ours > 1: ours faster.\n")
+        processors = run_processors(rounds, block)
+    if args.only in (None, "generate"):
+        print()
+        generate = generate_overhead.run_section(rounds=generate_rounds, threads=args.generate_threads)
+    guard = None
+    if args.only in (None, "guard"):
+        print()
+        guard = guard_bench.run_section(rounds=3 if args.quick else guard_bench.ROUNDS)
+
     print("\nTargets (from the issue):")
-    for t in targets:
+    for t in processors["targets"] if processors else []:
         verdict = "SKIP" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
         measured = ", ".join(
             f"{k}: {v:.2f} (min {t['measured_min'][k]:.2f})" for k, v in t["measured"].items()
         ) or "not measured"
         print(f"  [{verdict}] {t['target']}  ({t['rule']}; measured, median: {measured})")
+    for t in generate["targets"] if generate else []:
+        generate_overhead.print_target(t)
+    for t in guard["targets"] if guard else []:
+        guard_bench.print_target(t)
     elapsed = time.perf_counter() - started
     print(f"\nTotal time {elapsed:.0f} s")
 
@@ -414,7 +461,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Load average (1, 5, 15 min) at start {meta['load_average_at_start']}, at end {meta['load_average_at_end']}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "targets": targets, "checks": checks, "notes": notes}, indent=2) + "\n")
+    document = {
+        "meta": meta,
+        "rows": processors["rows"] if processors else [],
+        "targets": (processors["targets"] if processors else []) + (generate["targets"] if generate else [])
+        + (guard["targets"] if guard else []),
+        "checks": (processors["checks"] if processors else []) + (generate["checks"] if generate else [])
+        + (guard["checks"] if guard else []),
+        "notes": processors["notes"] if processors else [],
+        "generate": {"meta": generate["meta"], "rows": generate["rows"]} if generate else None,
+        "guard": {"meta": guard["meta"], "rows": guard["rows"]} if guard else None,
+    }
+    out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"Wrote {out}")
     return 0
 

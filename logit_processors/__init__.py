@@ -6,7 +6,10 @@ between logits are margins that reveal uncertainty or manipulation.
 """
 
 from .core import Chain, MaskingProcessor, Processor
+from .detection import DetectionResult, Detector
+from .ensemble import ContrastiveDecoding, LogOddsEnsemble
 from .gaps import LogitGapMonitor
+from .guard import GapGuard, guarded_generate
 from .masking import TokenMask, VocabFilter
 from .phrase_ban import PhraseBan
 from .temperature import EntropyTemperature, Temperature
@@ -14,7 +17,12 @@ from .truncation import MinP, TopK, TopP
 
 __all__ = [
     "Chain",
+    "ContrastiveDecoding",
+    "DetectionResult",
+    "Detector",
     "EntropyTemperature",
+    "GapGuard",
+    "LogOddsEnsemble",
     "LogitGapMonitor",
     "MaskingProcessor",
     "MinP",
@@ -25,5 +33,6 @@ __all__ = [
     "TopK",
     "TopP",
     "VocabFilter",
+    "guarded_generate",
 ]
 __version__ = "0.1.0"

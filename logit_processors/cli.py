@@ -7,6 +7,10 @@ Usage (``python -m logit_processors`` is the same command)::
     logit-processors inspect "The quick brown fox jumps over the lazy dog." --html fox.html
     logit-processors inspect --prompt "What is the capital of France?" --png gaps.png --json gaps.json
     logit-processors models
+    logit-processors generate "The with statement" --ensemble ./other-checkpoint:0.5 --combine logodds
+    logit-processors detect "Name a fruit. similarlyNow write oppositeley.](" --html detect.html
+    logit-processors detect-eval                     # attack detection vs perplexity filters, one table
+    logit-processors generate "Name a fruit." --guard stop    # see logit_processors.detection_cli
 
 Every subcommand takes ``--model`` (default ``smollm2``, the embedded SmolLM2-135M-Instruct,
 loaded offline through :func:`logit_processors.models.load`; also a hub id or a directory
@@ -40,7 +44,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, detection_cli, ensemble_cli
 from .models import DEFAULT_MODEL, ModelLoadError
 
 PROG = "logit-processors"
@@ -175,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("prompt", metavar="PROMPT", help="the prompt ('-' reads it from stdin)")
     generate.add_argument("--gaps", action="store_true", help="also print the per-token gap table")
+    detection_cli.add_guard_options(generate)
+    ensemble_cli.add_options(generate)  # --ensemble, --contrastive
     generate.set_defaults(run=_run_generate)
 
     inspect = commands.add_parser(
@@ -190,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the named offline models and whether they are ready")
     models.set_defaults(run=_run_models)
+    detection_cli.add_commands(commands, model)  # detect, detect-eval
     return parser
 
 
@@ -231,8 +238,12 @@ def masking_processors(args: argparse.Namespace, tokenizer, vocab_size: int) -> 
 def build_processors(args: argparse.Namespace, tokenizer, vocab_size: int) -> list:
     """All processors from the flags: masks first (so truncation chooses among allowed tokens),
     then temperature (as Hugging Face does, so top-p sees the tempered distribution), then
-    truncation."""
-    return [*masking_processors(args, tokenizer, vocab_size), *sampling_processors(args)]
+    truncation. An ensemble or contrastive decoding (loading its models) comes first of all."""
+    return [
+        *ensemble_cli.processors(args, tokenizer),
+        *masking_processors(args, tokenizer, vocab_size),
+        *sampling_processors(args),
+    ]
 
 
 def _flag(name: str, build, *values: Any):
@@ -420,9 +431,12 @@ def _run_generate(args: argparse.Namespace) -> int:
     from .gaps import LogitGapMonitor
 
     sampling_processors(args)  # bad values fail before the model loads
+    ensemble_cli.check_flags(args)
     _check_outputs(args)
     _note_greedy(args)
     loaded = _load(args)
+    if args.guard is not None:  # scoring shares the prefill with generation
+        return detection_cli.run_guarded_generate(args, loaded, _read_text(args.prompt))
     wants_trace = args.gaps or args.html or args.png or args.json
     monitor = LogitGapMonitor(loaded.tokenizer) if wants_trace else None
     _, generated, output, inputs = _generate(args, loaded, _read_text(args.prompt), monitor)

@@ -100,11 +100,16 @@ class GapStats(NamedTuple):
 
 
 def _summarize(scores: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(log_probs, top_logprobs, top_ids, entropy)``; at least 2 top entries (for the top gap).
+    """``(log_probs, top_logprobs, top_ids, entropy)``; see :func:`_top` for the top entries."""
+    log_probs = numerics.log_softmax(scores)
+    return log_probs, *_top(log_probs, top_k), _entropy(log_probs)
+
+
+def _top(log_probs: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``max(top_k, 2)`` best log-probs and their ids (at least 2, for the top gap).
 
     When the vocabulary is narrower than that, the missing entries are ``-inf`` with id ``-1``.
     """
-    log_probs = numerics.log_softmax(scores)
     wanted = max(top_k, 2)
     k = min(wanted, log_probs.shape[-1])
     top_logprobs, top_ids = log_probs.topk(k, dim=-1)
@@ -112,13 +117,49 @@ def _summarize(scores: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Te
         pad = (*top_ids.shape[:-1], wanted - k)
         top_logprobs = torch.cat([top_logprobs, top_logprobs.new_full(pad, numerics.NEG_INF)], dim=-1)
         top_ids = torch.cat([top_ids, top_ids.new_full(pad, -1)], dim=-1)
-    return log_probs, top_logprobs, top_ids, numerics.entropy(scores)
+    return top_logprobs, top_ids
 
 
-def _chosen(log_probs: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability and rank (tokens strictly more likely) of ``chosen`` in each row."""
+def _entropy(log_probs: torch.Tensor, work: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """:func:`numerics.entropy` of distributions already given as log-probabilities.
+
+    ``numerics.entropy(scores)`` would compute the log-softmax a second time. This is its formula,
+    ``-sum(p * log p)`` with masked entries (``p = 0``, ``log p = -inf``) contributing 0, on the
+    log-probs we have, term for term the same numbers: clamping ``log p`` to the lowest finite
+    float turns a masked term into ``0 * finite = 0`` (and keeps a NaN a NaN). ``work`` are two
+    scratch tensors like ``log_probs`` to write into: :class:`LogitGapMonitor` reuses them on
+    every step instead of allocating ``[rows, vocab]`` temporaries.
+    """
+    p, finite_log_p = work if work is not None else (torch.empty_like(log_probs), torch.empty_like(log_probs))
+    torch.exp(log_probs, out=p)
+    torch.clamp_min(log_probs, torch.finfo(log_probs.dtype).min, out=finite_log_p)
+    return -torch.mul(p, finite_log_p, out=p).sum(dim=-1)
+
+
+def _count_greater(values: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``(values > threshold).sum(-1)`` (long), ``threshold`` broadcast against ``values [..., V]``.
+
+    The comparison is written into a float tensor (``out``, may be ``values`` itself): on CPU a
+    float-valued comparison is vectorized and a boolean one several times slower, and counts below
+    2**24 are exact in float32.
+    """
+    if values.shape[-1] >= 1 << 24:
+        return (values > threshold).sum(dim=-1)
+    if out is None:
+        out = values.new_empty(torch.broadcast_shapes(values.shape, threshold.shape))
+    return torch.gt(values, threshold, out=out).sum(dim=-1).long()
+
+
+def _chosen(
+    log_probs: torch.Tensor, chosen: torch.Tensor, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability and rank (tokens strictly more likely) of ``chosen`` in each row.
+
+    ``out``: scratch like ``log_probs`` for the comparison (may be ``log_probs`` itself, which it
+    then overwrites).
+    """
     chosen_logprob = log_probs.gather(-1, chosen.unsqueeze(-1))
-    rank = (log_probs > chosen_logprob).sum(dim=-1)
+    rank = _count_greater(log_probs, chosen_logprob, out)
     return chosen_logprob.squeeze(-1), rank
 
 
@@ -482,17 +523,8 @@ def token_stats(
 
 def _teacher_forced_batch(model, batch: list[list[int]], device, takes_positions: bool, top_k: int) -> list[GapStats]:
     lengths = torch.tensor([len(ids) for ids in batch])
-    width = max(int(lengths.max()), 1) if len(batch) else 1
-    ids = torch.zeros(len(batch), width, dtype=torch.long)
-    mask = torch.zeros(len(batch), width, dtype=torch.long)
-    for row, seq in enumerate(batch):  # left padding, like generate()
-        if seq:
-            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
-    if takes_positions:
-        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
+    kwargs = left_padded_inputs(batch, device, takes_positions)
+    ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
     with torch.inference_mode():
         logits = model(**kwargs).logits  # [B, T, V]
         # Position j predicts token j + 1; only pairs inside the unpadded sequence count.
@@ -507,6 +539,25 @@ def _teacher_forced_batch(model, batch: list[list[int]], device, takes_positions
         offset += n
         out.append(_prepend_no_prediction(part) if length else part)
     return out
+
+
+def left_padded_inputs(batch: list[list[int]], device, takes_positions: bool) -> dict[str, Any]:
+    """Forward-pass keyword arguments for unpadded id lists: left-padded ``input_ids`` and
+    ``attention_mask`` ``[B, width]`` on ``device``, ``use_cache=False``, and (when the model
+    takes them) ``position_ids`` counted from each row's first real token, as ``generate()``
+    does, so that padding changes nothing. Shared with :mod:`logit_processors.calibration`."""
+    width = max((len(seq) for seq in batch), default=0) or 1
+    ids = torch.zeros(len(batch), width, dtype=torch.long)
+    mask = torch.zeros(len(batch), width, dtype=torch.long)
+    for row, seq in enumerate(batch):  # left padding, like generate()
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
+    if takes_positions:
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
+    return kwargs
 
 
 def _chunked_stats(logits, rows, cols, chosen, top_k: int) -> GapStats:
@@ -632,8 +683,10 @@ class LogitGapMonitor(Processor):
     into preallocated, doubling device buffers. The chosen token of step ``s`` is only known at
     step ``s + 1`` (it is the last column of ``input_ids`` then), so each call first resolves
     the previous step's chosen tokens (their log-prob and rank) against the previous step's
-    log-probs, the only ``[rows, vocab]`` tensor kept, then summarizes the current step. The last
-    step is resolved by :meth:`trace` from the returned sequences.
+    log-probs, the only ``[rows, vocab]`` data kept, then summarizes the current step. The last
+    step is resolved by :meth:`trace` from the returned sequences. Two ``[rows, vocab]`` scratch
+    tensors are reused by every step (allocating them anew costs more than the arithmetic on a
+    CPU); :meth:`reset` frees them.
 
     What it sees: the scores at its place in the processor list. ``generate()`` puts custom
     processors after its own logits processors (repetition penalty, ... from the generation
@@ -701,6 +754,8 @@ class LogitGapMonitor(Processor):
         self._prompts: torch.Tensor | None = None
         self._eos: torch.Tensor | None = None
         self._eos_list: list[int] = []
+        self._work: tuple[torch.Tensor, torch.Tensor] | None = None  # per-step scratch, reused
+        self._preference: torch.Tensor | None = None
 
     # -- hot path ------------------------------------------------------------------------------
 
@@ -714,23 +769,26 @@ class LogitGapMonitor(Processor):
             and last.device == input_ids.device
             and self._last_log_probs.shape[-1] == scores.shape[-1]
         )
-        log_probs, top_logprobs, top_ids, entropy = _summarize(scores, self.top_k)
+        device = input_ids.device
+        if not continuing:
+            self._begin(rows, scores.shape[-1], device)
+        log_probs = numerics.log_softmax(scores)
+        # The step's other [rows, vocab] work happens in two scratch tensors kept between steps:
+        # allocating fresh ones every step costs more than the arithmetic on a CPU.
+        work = self._workspace(log_probs)
+        top_logprobs, top_ids = _top(log_probs, self.top_k)
+        entropy = _entropy(log_probs, work)
         if continuing:
-            # Parent of each row: the previous row whose whole history is this row's history
-            # minus its last token (preferring the row itself: greedy and sampling never move rows).
-            match = (input_ids[:, None, :-1] == last[None, :, :]).all(dim=-1)
-            same_row = torch.eye(rows, dtype=torch.bool, device=input_ids.device)
-            parent = (2 * match.int() + (match & same_row).int()).argmax(dim=-1)
-            new_start = ~match.any(dim=-1).all()
+            parent, new_start = self._parents(input_ids, last)
             token_in = input_ids[:, -1]
-            in_logprob, in_rank = _chosen(self._last_log_probs.index_select(0, parent), token_in)
+            previous = torch.index_select(self._last_log_probs, 0, parent, out=work[0])
+            in_logprob, in_rank = _chosen(previous, token_in, out=previous)
         else:
-            self._begin(rows, scores.shape[-1], input_ids.device)
-            parent = torch.arange(rows, device=input_ids.device)
-            new_start = torch.ones((), dtype=torch.bool, device=input_ids.device)
-            token_in = torch.full((rows,), -1, dtype=torch.long, device=input_ids.device)
-            in_logprob = torch.full((rows,), math.nan, dtype=log_probs.dtype, device=input_ids.device)
-            in_rank = torch.full((rows,), -1, dtype=torch.long, device=input_ids.device)
+            parent = torch.arange(rows, device=device)
+            new_start = torch.ones((), dtype=torch.bool, device=device)
+            token_in = torch.full((rows,), -1, dtype=torch.long, device=device)
+            in_logprob = torch.full((rows,), math.nan, dtype=log_probs.dtype, device=device)
+            in_rank = torch.full((rows,), -1, dtype=torch.long, device=device)
         self._remember_prompt(input_ids, new_start)
         step = {
             "parent": parent,
@@ -743,14 +801,40 @@ class LogitGapMonitor(Processor):
             "new_start": new_start,
         }
         if self._eos is not None:
-            n_eos = self._eos.shape[0]
-            eos_logprob, eos_rank = _chosen(log_probs[:, None, :].expand(-1, n_eos, -1), self._eos.expand(rows, -1))
+            eos_logprob = log_probs.index_select(-1, self._eos)  # [rows, n_eos]
+            eos_rank = torch.stack(
+                [_count_greater(log_probs, eos_logprob[:, e, None], out=work[0]) for e in range(len(self._eos_list))],
+                dim=-1,
+            )
             step["eos_logprob"], step["eos_rank"] = eos_logprob, eos_rank
         self._steps.append(**step)
         self._lengths.append(length)
         self._last_ids = input_ids.clone()  # never aliased: nobody can edit our copy in place
         self._last_log_probs = log_probs
         return scores
+
+    def _workspace(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two scratch tensors shaped like ``like`` (this step's log-probs), reused across steps."""
+        work = self._work
+        if work is None or work[0].shape != like.shape or work[0].dtype != like.dtype or work[0].device != like.device:
+            work = self._work = (torch.empty_like(like), torch.empty_like(like))
+        return work
+
+    def _parents(self, input_ids: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parent of each row, and whether this step starts a new generation (both on the device).
+
+        The parent is the previous row whose whole history is this row's history minus its last
+        token, preferring the row itself (greedy and sampling never move rows); a row that
+        matches no previous row means a new ``generate()`` call.
+        """
+        rows = input_ids.shape[0]
+        match = (input_ids[:, None, :-1] == last[None, :, :]).all(dim=-1)  # [rows, previous rows]
+        preference = self._preference
+        if preference is None or preference.shape[0] != rows or preference.device != input_ids.device:
+            # 3 for the row itself, 2 for another matching row, -1 (below) for no match.
+            preference = self._preference = 2 + torch.eye(rows, dtype=torch.long, device=input_ids.device)
+        parent = torch.where(match, preference, -1).argmax(dim=-1)
+        return parent, match.any(dim=-1).all().logical_not()
 
     def _begin(self, rows: int, vocab: int, device: torch.device) -> None:
         self.reset()

@@ -100,6 +100,71 @@ def log_odds(log_p: torch.Tensor) -> torch.Tensor:
     return log_p - log1mexp(log_p)
 
 
+def log_odds_of_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Float32 log-odds ``log p_i - log(1 - p_i)`` of ``softmax(scores)`` over the last axis, exact
+    even where ``p_i`` rounds to 1.
+
+    ``1 - p_i`` is the probability of "any other token", so the log-odds are
+    ``z_i - logsumexp_{j != i} z_j``. For every token but the row's top one ``p_i <= 1/2`` and
+    :func:`log_odds` of the log-probability is accurate. The top token's ``1 - p`` can be far
+    below float32's resolution of 1 (``p = 1 - 1e-9`` rounds to 1.0, whose log-odds are ``+inf``
+    where the true value is 20.7), so its log-odds are computed from the definition. Masked
+    entries (``-inf``, ``p = 0``) give ``-inf``; a row's only unmasked entry (``p = 1`` exactly)
+    gives ``+inf``; never NaN.
+
+    Example:
+        >>> import torch
+        >>> z = torch.tensor([[30.0, 0.0, -float("inf")]])   # p = (1 - 9.4e-14, 9.4e-14, 0)
+        >>> log_odds_of_scores(z).tolist()
+        [[30.0, -30.0, -inf]]
+    """
+    z = as_float32(scores)
+    odds = log_odds(log_softmax(z))
+    top = z.argmax(dim=-1, keepdim=True)
+    z_top = z.gather(-1, top)
+    others = logsumexp(z.scatter(-1, top, NEG_INF), keepdim=True)
+    # No other unmasked token: p_top is exactly 1 (+inf), or 0 in a fully masked row (-inf).
+    alone = torch.where(z_top > NEG_INF, math.inf, NEG_INF)
+    top_odds = torch.where(others > NEG_INF, z_top - others, alone)
+    return odds.scatter_(-1, top, top_odds)
+
+
+def masked_weighted_sum(terms: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """``sum_k weights[k] * terms[k]`` in float32 where ``-inf`` means *masked*, never NaN.
+
+    The terms are log-scores (log-probabilities or log-odds) of the same ``[B, V]`` shape (or
+    broadcastable to the first one's). The rules, which keep masks meaningful whatever the signs:
+
+    * a term with weight 0 is ignored entirely (``0 * inf`` would be NaN);
+    * an entry that any weighted term has at ``-inf`` (probability 0) is ``-inf`` in the result,
+      also when that weight is negative: a negative weight never turns an impossible token into
+      a favourite;
+    * ``+inf`` (log-odds of a probability of exactly 1, a row's only unmasked token) counts as 0:
+      every other entry of that row is masked by the same term, so its value need only be finite.
+
+    NaN in a term propagates (it is an upstream error, not hidden here).
+
+    Example:
+        >>> import torch
+        >>> a = torch.tensor([[-1.0, -2.0, -float("inf")]])
+        >>> b = torch.tensor([[-3.0, -float("inf"), -1.0]])
+        >>> masked_weighted_sum([a, b], [1.0, -0.5]).tolist()
+        [[0.5, -inf, -inf]]
+    """
+    if len(terms) != len(weights):
+        raise ValueError(f"masked_weighted_sum: {len(terms)} terms but {len(weights)} weights; they must match")
+    weighted = [(as_float32(t), float(w)) for t, w in zip(terms, weights) if w != 0]
+    if not weighted:
+        raise ValueError(f"masked_weighted_sum: every weight is 0 (weights {list(weights)}); at least one must not be")
+    shape = torch.broadcast_shapes(*(t.shape for t, _ in weighted))
+    total = torch.zeros(shape, dtype=weighted[0][0].dtype, device=weighted[0][0].device)
+    masked = torch.zeros(shape, dtype=torch.bool, device=total.device)
+    for term, weight in weighted:
+        masked |= term == NEG_INF
+        total.add_(torch.nan_to_num(term, nan=math.nan, posinf=0.0, neginf=0.0), alpha=weight)
+    return total.masked_fill_(masked, NEG_INF)
+
+
 def entropy(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Shannon entropy (nats) of ``softmax(scores)`` in float32; 0 for a fully masked row.
 
@@ -133,3 +198,59 @@ def fully_masked_rows(scores: torch.Tensor) -> torch.Tensor:
     # One read-only reduction (no [B, V] temporary). ``not (max > -inf)`` is also true when the
     # max is NaN, so a row poisoned by NaN is reported too.
     return ~(scores.amax(dim=-1) > NEG_INF)
+
+
+def tempered_log_partition(
+    scores: torch.Tensor, betas: torch.Tensor | list[float]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log Z(β) = logsumexp(β z)`` and its first two derivatives in ``β``, for each row ``z`` of
+    ``scores [R, V]`` and each inverse temperature ``β > 0`` in ``betas [K]``.
+
+    Returns float64 ``(log_z, mean, variance)``, each ``[R, K]``. The derivatives are the mean
+    and variance of ``z`` under ``softmax(β z)`` (``log Z`` is the cumulant generating function
+    of the logits), so the negative log-likelihood of a token ``y`` at temperature ``T = 1/β``,
+    ``log Z(β) - β z_y``, has derivative ``mean - z_y`` and second derivative ``variance >= 0``:
+    it is convex in ``β`` (Guo et al., 2017, fit ``T`` by minimizing it).
+
+    Stable for any ``β``: the row maximum ``m`` is factored out, ``log Z = β m + log sum
+    exp(β (z - m))`` with every exponent ``<= 0``. Masked entries (``-inf``) weigh 0. The work
+    runs over blocks of rows that fit in a core's cache, so that the ``K`` passes over a block
+    read it from cache rather than from memory; sums are float32 (pairwise), combined in float64.
+
+    Example:
+        >>> import torch
+        >>> z = torch.tensor([[2.0, 0.0, -float("inf")]])
+        >>> log_z, mean, var = tempered_log_partition(z, [1.0, 2.0])
+        >>> round(float(log_z[0, 0]), 4) == round(float(torch.logsumexp(z, -1)), 4)
+        True
+        >>> mean.shape, bool((var >= 0).all())
+        (torch.Size([1, 2]), True)
+    """
+    z = as_float32(scores)
+    if z.dim() != 2:
+        raise ValueError(f"scores must have shape [rows, vocab]; got shape {tuple(z.shape)}")
+    betas = [float(b) for b in (betas.tolist() if isinstance(betas, torch.Tensor) else betas)]
+    if not betas or not all(math.isfinite(b) and b > 0 for b in betas):
+        raise ValueError(f"betas must be a non-empty list of positive finite inverse temperatures; got {betas}")
+    rows, vocab = z.shape
+    sums = torch.empty(rows, len(betas), 3, dtype=torch.float64, device=z.device)
+    row_max = z.amax(dim=-1, keepdim=True)
+    if bool(fully_masked_rows(z).any()):
+        raise ValueError("tempered_log_partition: a row of scores is fully masked (all -inf) or NaN")
+    block = max(1, (1 << 18) // max(vocab, 1))  # ~1 MB of float32: stays in a core's L2 cache
+    for start in range(0, rows, block):
+        # u = z - max <= 0; -inf (weight 0) is clamped to a large finite value so that
+        # 0 * u and 0 * u^2 are 0, not NaN.
+        u = (z[start : start + block] - row_max[start : start + block]).clamp_min_(-1e15)
+        u2 = u * u
+        w = torch.empty_like(u)
+        for k, beta in enumerate(betas):
+            torch.mul(u, beta, out=w).exp_()
+            sums[start : start + block, k, 0] = w.sum(dim=-1)
+            sums[start : start + block, k, 1] = torch.linalg.vecdot(w, u)
+            sums[start : start + block, k, 2] = torch.linalg.vecdot(w, u2)
+    beta = torch.tensor(betas, dtype=torch.float64, device=z.device)
+    m = row_max.double()
+    total, first, second = sums.unbind(-1)
+    mean_u = first / total
+    return beta * m + torch.log(total), m + mean_u, (second / total - mean_u * mean_u).clamp_min(0.0)

@@ -20,7 +20,8 @@ def test_there_are_examples():
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs(script, tiny_gpt2_path):
     # tiny_gpt2_path: the checkpoint is built (once, cached) before the scripts load it.
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    # QUICK: examples that take minutes in full (examples/ensemble.py: 50 prompts) run a reduced version.
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "LOGIT_PROCESSORS_EXAMPLE_QUICK": "1"}
     result = subprocess.run(
         [sys.executable, str(script)], cwd=script.parent.parent, env=env,
         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,

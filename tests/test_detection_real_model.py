@@ -1,0 +1,164 @@
+"""Attack detection on the real model: SmolLM2-135M-Instruct with the detector that ships for it.
+
+A small held-out slice of the evaluation data (eval-split requests, and attacks built on
+eval-split requests; the detector was fitted on the fit split only) is scored in one batched
+call; the clear cases must come out as expected: ordinary requests not flagged, random-token and
+optimized suffixes flagged with the span on the suffix. Then the shared prefill on the real
+model, bad input, and the commands. Runtime: one model load, ~20 short forward passes, a few
+8-token generations.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from logit_processors import models
+from logit_processors.cli import main
+from logit_processors.detection import Detector
+from logit_processors.detection_data import DETECTOR_FILES, data_path, default_detector, load_attacks, load_benign
+from logit_processors.guard import guarded_generate
+from logit_processors.prompt_stats import encode_prompt, prompt_stats
+
+pytestmark = pytest.mark.real_model
+
+# Ordinary held-out requests of different styles (eval split).
+CLEAR_BENIGN = ("b225", "b233", "b243", "b252", "b263", "b269", "b292", "b314")
+CLEAR_ATTACKS = {"random": ("rnd000", "rnd001", "rnd002"), "optimized": ("opt00", "opt01", "opt02")}
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    spec = models.NAMED_MODELS["smollm2"]
+    if not models._package_present(spec) and not models._is_current(models.resolve_cache_dir("smollm2"), spec):
+        pytest.skip(f"smollm2 needs its package: {spec.pip_command}")
+    return models.load("smollm2", progress=False)
+
+
+@pytest.fixture(scope="module")
+def detector(smollm2):
+    return default_detector(*smollm2)
+
+
+@pytest.fixture(scope="module")
+def slice_results(detector):
+    benign = {p.id: p for p in load_benign("eval")}
+    attacks = {a.id: a for name in CLEAR_ATTACKS for a in load_attacks(name)}
+    chosen = [benign[i] for i in CLEAR_BENIGN] + [attacks[i] for ids in CLEAR_ATTACKS.values() for i in ids]
+    return dict(zip([p.id for p in chosen], zip(chosen, detector.score_many([p.text for p in chosen]), strict=True),
+                    strict=True))
+
+
+def test_clear_benign_requests_are_not_flagged(slice_results):
+    for prompt_id in CLEAR_BENIGN:
+        prompt, result = slice_results[prompt_id]
+        assert not result.flagged, (prompt.text, result.summary())
+        assert result.refusal_gap is not None and abs(result.refusal_gap) < 50
+
+
+@pytest.mark.parametrize("name", sorted(CLEAR_ATTACKS))
+def test_clear_attacks_are_flagged_on_the_suffix(slice_results, name):
+    for prompt_id in CLEAR_ATTACKS[name]:
+        attack, result = slice_results[prompt_id]
+        assert result.flagged, (attack.text, result.summary())
+        suffix = set(range(*result.encoded.tokens_in_content_chars(attack.suffix_char)))
+        blamed = set(result.flagged_positions.tolist())
+        assert len(blamed & suffix) >= 0.8 * len(blamed)  # the span lies on the suffix ...
+        assert len(blamed & suffix) >= 0.8 * len(suffix)  # ... and covers it
+        assert abs(result.span[0] - min(suffix)) <= 2  # onset
+        assert attack.suffix.strip()[:5] in result.span_text
+
+
+def test_shared_prefix_batching_equals_plain_forward_passes(smollm2):
+    model, tokenizer = smollm2
+    texts = [p.text for p in load_benign("eval")[:3]]
+    batched = prompt_stats(model, tokenizer, texts, keep_next_logits=True)
+    for text, stats in zip(texts, batched, strict=True):
+        ids = torch.tensor([encode_prompt(tokenizer, text).input_ids])
+        with torch.inference_mode():
+            logits = model(ids).logits[0]
+        start, end = stats.encoded.scored
+        reference = -torch.log_softmax(logits[start - 1 : end - 1].double(), -1).gather(-1, ids[0, start:end, None])[:, 0]
+        assert torch.allclose(stats.surprisal.double(), reference, atol=2e-3)
+        assert torch.allclose(stats.next_logits, logits[-1], atol=2e-3)
+    assert batched[0].encoded.content == texts[0]
+
+
+def test_guarded_generation_shares_the_prefill_and_changes_nothing(smollm2, detector):
+    model, tokenizer = smollm2
+    prompt = load_benign("eval")[0].text
+    ids = torch.tensor([encode_prompt(tokenizer, prompt).input_ids])
+    with torch.inference_mode():
+        plain = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
+    calls: list[int] = []
+    hook = model.register_forward_pre_hook(lambda m, args, kw: calls.append(kw["input_ids"].shape[1]),
+                                           with_kwargs=True)
+    try:
+        out = guarded_generate(model, tokenizer, prompt, detector=detector, max_new_tokens=8, do_sample=False)
+    finally:
+        hook.remove()
+    assert torch.equal(out.sequences, plain)
+    assert calls == [ids.shape[1] - 1] + [1] * len(out.new_tokens)  # one pass over the prompt, then steps
+    assert out.report.action == "none" and not out.detection.flagged
+
+
+def test_stop_policy_on_the_real_model(smollm2, detector):
+    model, tokenizer = smollm2
+    attack = next(a for a in load_attacks("optimized") if a.id == "opt00")
+    out = guarded_generate(model, tokenizer, attack.text, detector=detector, policy="stop", max_new_tokens=8)
+    assert out.text == "" and out.report.triggered == [True] and out.report.action == "stopped"
+
+
+def test_bad_input_on_the_real_model(smollm2, detector):
+    with pytest.raises(ValueError, match="empty"):
+        detector.score("")
+    with pytest.raises(ValueError, match="longer than the model's context of 8192 tokens"):
+        detector.score("word " * 9000)  # refused before any forward pass
+
+
+def test_shipped_detector_refuses_another_model(tiny_gpt2):
+    with pytest.raises(ValueError, match="fitted on a different model"):
+        Detector.load(str(data_path(DETECTOR_FILES["smollm2"])), *tiny_gpt2)
+
+
+def test_detect_command(smollm2, tmp_path, capsys):
+    attack = load_attacks("random")[0]
+    page = tmp_path / "detect.html"
+    assert main(["detect", attack.text, "--html", str(page), "--tokens"]) == 0
+    out = capsys.readouterr().out
+    assert "FLAGGED" in out and "threshold" in out and "S_t" in out
+    html = page.read_text()
+    assert "<svg" in html and "FLAGGED" in html and "outline: 2px solid" in html
+    assert main(["detect", load_benign("eval")[0].text]) == 0
+    assert "not flagged" in capsys.readouterr().out
+    assert main(["detect", "  "]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_generate_with_a_guard(smollm2, capsys):
+    attack = load_attacks("random")[0]
+    assert main(["generate", attack.text, "--guard", "stop", "--greedy", "--max-new-tokens", "4"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "" and "action=stopped" in captured.err
+    assert main(["generate", attack.text, "--guard", "raise", "--greedy", "--max-new-tokens", "4"]) == 3
+    assert "FLAGGED" in capsys.readouterr().err
+    assert main(["generate", "Name a color.", "--guard", "record", "--greedy", "--max-new-tokens", "4"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() and "action=none" in captured.err
+    assert main(["generate", "hi", "--guard", "block"]) == 2
+
+
+def test_detect_eval_command_quick(smollm2, tmp_path, capsys):
+    path = tmp_path / "eval.json"
+    assert main(["detect-eval", "--limit", "5", "--fpr", "0.25", "--json", str(path), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "windowed perplexity" in out and "| attack set |" in out
+    report = json.loads(path.read_text())
+    assert {(r["attack_set"], r["method"]) for r in report["rows"]} == {
+        (s, m) for s in ("random", "optimized", "fluent") for m in ("detector", "perplexity", "windowed perplexity")}
+    assert len(report["scores"]["detector"]["benign"]) == 5
+    assert main(["detect-eval", "--limit", "5"]) == 2  # 5 fit prompts cannot support a 1% FPR
+    assert "fpr" in capsys.readouterr().err
+
