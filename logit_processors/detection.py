@@ -459,6 +459,10 @@ class Detector:
             raise ValueError(f"{path}: unsupported detector version {data.get('version')!r} (features, position "
                              f"buckets); expected version {VERSION} with features {list(FEATURES)}")
         if check_model and data.get("model") is not None:
+            if model is None:
+                name = data["model"].get("name_or_path") or "unnamed"
+                raise ValueError(f"detector {path} was fitted on a model ({name}): pass that model and its "
+                                 "tokenizer to Detector.load(path, model, tokenizer)")
             check_identity(data["model"], model, tokenizer, what=f"detector {path}")
         refusal = RefusalGap.from_dict(tokenizer, data["refusal"]) if data.get("refusal") else None
         detector = cls(model, tokenizer, weights=data["weights"], drift=data["drift"], clip=data["clip"],

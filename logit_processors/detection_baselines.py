@@ -58,6 +58,10 @@ class _PerplexityBase:
         self.threshold = conformal_threshold(self.fit_scores, self.fpr)
         return self
 
+    def raw_score(self, stats: PromptStats) -> float:
+        """The filter's score of one prompt, no threshold needed (e.g. for a ROC curve)."""
+        return self._score(stats, math.inf).score
+
     def score_stats(self, stats: PromptStats) -> DetectionResult:
         if self.threshold is None:
             raise ValueError(f"this {type(self).__name__} is not fitted: call fit_stats(benign_stats) first")

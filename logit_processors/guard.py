@@ -117,6 +117,12 @@ class GapGuard(Processor):
     Call :meth:`begin` with the prompt verdicts before ``generate()`` (:func:`guarded_generate`
     does). Without them the guard still records (refusal gap, per-step statistics), but a
     ``warn``/``stop``/``raise`` guard refuses to run blind and raises ``ValueError``.
+
+    A new ``generate()`` call is recognized from ``input_ids`` (another number of rows, a length
+    that is not the previous step's + 1) or from a verdict given to :meth:`begin` since the last
+    step. Without :meth:`begin`, a call whose prompt is exactly the previous call's last step
+    plus one token (feeding ``sequences`` straight back) looks like a continuation: call
+    :meth:`reset` between such calls.
     """
 
     def __init__(
@@ -146,9 +152,9 @@ class GapGuard(Processor):
         self._monitor = LogitGapMonitor(tokenizer, eos_token_id=self.eos_token_ids) if monitor else None
         self._pending: tuple[list[DetectionResult | None], torch.Tensor] | None = None
         self.report: GuardReport | None = None
-        self._prompt_length = None
-        self._last_length = None
+        self._last_length: int | None = None
         self._stopped: torch.Tensor | None = None
+        self._stop_any = False
 
     def _repr_fields(self) -> dict[str, object]:
         return {"policy": self.policy, "refusal_gap_below": self.refusal_gap_below}
@@ -164,14 +170,17 @@ class GapGuard(Processor):
     def reset(self) -> None:
         self._pending = None
         self.report = None
-        self._prompt_length = self._last_length = None
+        self._last_length = None
         self._stopped = None
+        self._stop_any = False
         if self._monitor is not None:
             self._monitor.reset()
 
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         rows, length = input_ids.shape
-        continuing = (self._last_length is not None and length == self._last_length + 1
+        # A new generate() call is told apart from the next step by its shape, or by a verdict
+        # handed to begin() since the last step (begin() is only called between generations).
+        continuing = (self._pending is None and self._last_length is not None and length == self._last_length + 1
                       and self._stopped is not None and self._stopped.shape[0] == rows)
         if not continuing:
             self._start(input_ids, scores)

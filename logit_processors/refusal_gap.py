@@ -83,6 +83,9 @@ class RefusalGap:
         *,
         variants: bool = True,
     ):
+        for name, words in (("refusal", refusal), ("affirmation", affirmation)):
+            if isinstance(words, str):  # tuple("Sorry") would be five one-letter openers
+                raise ValueError(f"{name} must be a list of strings, not one string; got {words!r}")
         self.refusal_words = tuple(refusal)
         self.affirmation_words = tuple(affirmation)
         self.variants = bool(variants)

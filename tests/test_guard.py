@@ -8,6 +8,7 @@ tokens, which the tiny model finds absurd.
 
 from __future__ import annotations
 
+import copy
 import random
 import re
 import warnings
@@ -164,6 +165,26 @@ def test_guard_as_a_plain_processor_with_begin_and_several_rows(setup):
                        max_new_tokens=2, pad_token_id=tokenizer.eos_token_id)
 
 
+def test_a_verdict_given_to_begin_starts_a_new_generation(setup):
+    """The next call's prompt is the last call's output: by its length alone it would continue it."""
+    model, tokenizer, detector, benign, attacked = setup
+    ids = torch.tensor([encode_prompt(tokenizer, benign, chat_template=False).input_ids])
+    guard = GapGuard(detector, "stop")
+    settings = {"do_sample": False, "pad_token_id": tokenizer.eos_token_id, "logits_processor": [guard]}
+    guard.begin([detector.score(benign)], ids)
+    with torch.inference_mode():
+        first = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2,
+                               min_new_tokens=2, **settings)
+    assert guard.report.triggered == [False] and first.shape[1] == ids.shape[1] + 2
+    flagged = detector.score(attacked)
+    assert flagged.flagged
+    guard.begin([flagged], first)  # a flagged verdict for the new prompt (one token past the last step)
+    with torch.inference_mode():
+        second = model.generate(input_ids=first, attention_mask=torch.ones_like(first), max_new_tokens=3, **settings)
+    assert guard.report.triggered == [True] and guard.report.prompts == [flagged] and guard.report.steps == 1
+    assert second[0, first.shape[1]:].tolist() == [tokenizer.eos_token_id]
+
+
 def test_record_guard_without_verdict_still_records(setup):
     model, tokenizer, detector, benign, _ = setup
     ids = torch.tensor([encode_prompt(tokenizer, benign, chat_template=False).input_ids])
@@ -192,3 +213,22 @@ def test_bad_input(setup):
         guarded(setup, benign, input_ids=None)
     with pytest.raises(ValueError, match="empty"):
         detector.score("")
+
+
+def test_save_and_load_with_the_model_identity(setup, tmp_path):
+    model, tokenizer, detector, benign, attacked = setup
+    path = detector.save(tmp_path / "detector.json")
+    loaded = Detector.load(path, model, tokenizer)
+    for text in (benign, attacked):
+        a, b = detector.score(text), loaded.score(text)
+        assert (a.score, a.threshold, a.flagged, a.span, a.refusal_gap) == (b.score, b.threshold, b.flagged, b.span,
+                                                                            b.refusal_gap)
+    assert loaded.refusal.affirmation_ids == detector.refusal.affirmation_ids
+    other = copy.deepcopy(model)  # same architecture and config, other weights
+    with torch.no_grad():
+        other.get_output_embeddings().weight.mul_(1.5)
+    with pytest.raises(ValueError, match="fitted on a different model.*weight norm"):
+        Detector.load(path, other, tokenizer)
+    with pytest.raises(ValueError, match="pass that model"):
+        Detector.load(path, None, None)
+    assert Detector.load(path, other, tokenizer, check_model=False).threshold == detector.threshold
