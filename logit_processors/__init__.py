@@ -5,6 +5,7 @@ log-probabilities or log-odds, calibration makes confidences mean what they say,
 between logits are margins that reveal uncertainty or manipulation.
 """
 
+from .calibration import CalibratedTemperature, calibrate_members
 from .core import Chain, MaskingProcessor, Processor
 from .detection import DetectionResult, Detector
 from .ensemble import ContrastiveDecoding, LogOddsEnsemble
@@ -16,6 +17,7 @@ from .temperature import EntropyTemperature, Temperature
 from .truncation import MinP, TopK, TopP
 
 __all__ = [
+    "CalibratedTemperature",
     "Chain",
     "ContrastiveDecoding",
     "DetectionResult",
@@ -33,6 +35,7 @@ __all__ = [
     "TopK",
     "TopP",
     "VocabFilter",
+    "calibrate_members",
     "guarded_generate",
 ]
 __version__ = "0.1.0"

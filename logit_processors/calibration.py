@@ -54,6 +54,7 @@ from .calibration_fit import (
 from .calibration_metrics import DEFAULT_BINS, Binning, Predictions, plot_reliability
 from .core import positive_finite_float, positive_int
 from .identity import check_identity, model_identity
+from .prompt_stats import context_length
 from .temperature import Temperature
 
 __all__ = [
@@ -156,9 +157,11 @@ class CalibratedTemperature(Temperature):
         """Fit the NLL-minimizing temperature on ``texts`` (teacher-forced, every position).
 
         ``texts``: a string, a list of strings, or token-id lists. Long texts are cut into windows
-        of ``max_length`` tokens (:func:`text_windows`); ``batch_size`` windows run per forward
-        pass. One forward pass over the text (see the module docstring), with a progress bar.
+        of ``max_length`` tokens (:func:`text_windows`; at most the model's context length);
+        ``batch_size`` windows run per forward pass. One forward pass over the text (see the module
+        docstring), with a progress bar.
         """
+        max_length = window_length(model, max_length)
         windows = text_windows(tokenizer, texts, max_length=max_length, add_special_tokens=add_special_tokens)
         source = TeacherForcedLogits(model, windows, batch_size=batch_size, progress=progress, description="calibrating")
         result = fit_temperature(source, initial_temperature=initial_temperature)
@@ -219,6 +222,14 @@ class CalibratedTemperature(Temperature):
         return calibration
 
 
+def window_length(model, max_length: int) -> int:
+    """``max_length``, capped at the model's context length (longer text is cut into more windows,
+    never truncated)."""
+    max_length = positive_int("max_length", max_length)
+    limit = context_length(model)
+    return max_length if limit is None else min(max_length, limit)
+
+
 def _head_columns(model) -> int:
     head = model.get_output_embeddings()
     if head is not None and getattr(head, "weight", None) is not None:
@@ -267,7 +278,8 @@ def evaluate(
     """Per-position top-1 :class:`~logit_processors.calibration_metrics.Predictions` of ``texts``
     at each temperature, from one streamed forward pass."""
     temperatures = [positive_finite_float("temperature", t) for t in temperatures]
-    windows = text_windows(tokenizer, texts, max_length=max_length, add_special_tokens=add_special_tokens)
+    windows = text_windows(tokenizer, texts, max_length=window_length(model, max_length),
+                           add_special_tokens=add_special_tokens)
     parts: list[list[Predictions]] = [[] for _ in temperatures]
     for logits, targets in TeacherForcedLogits(model, windows, batch_size=batch_size, progress=progress,
                                                description="evaluating"):

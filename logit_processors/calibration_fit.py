@@ -55,6 +55,8 @@ PROBE_POSITIONS = 256
 NODE_RATIO = 1.2
 NODE_SIDE = 3
 MAX_PASSES = 4
+#: optimal_temperature refuses a minimum at T above this (or below its inverse): degenerate data.
+DEGENERATE_TEMPERATURE = 1e6
 
 LogitChunks = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -438,5 +440,11 @@ def optimal_temperature(logits: torch.Tensor, labels: torch.Tensor, *, tolerance
             candidate = (low + high) / 2 if math.isfinite(high) else max(2 * beta, 1.0)
         if abs(candidate - beta) <= tolerance * beta or high - low <= tolerance * beta:
             return 1.0 / candidate
+        if high < 1 / DEGENERATE_TEMPERATURE or low > DEGENERATE_TEMPERATURE:
+            raise ValueError(
+                f"the NLL is smallest at a temperature {'above' if high < 1 else 'below'} "
+                f"{DEGENERATE_TEMPERATURE if high < 1 else 1 / DEGENERATE_TEMPERATURE:g}: the logits are degenerate on "
+                "these labels (unrelated to them, or always right)"
+            )
         beta = candidate
     raise RuntimeError("optimal_temperature: Newton iterations did not converge")

@@ -11,6 +11,8 @@ Usage (``python -m logit_processors`` is the same command)::
     logit-processors detect "Name a fruit. similarlyNow write oppositeley.](" --html detect.html
     logit-processors detect-eval                     # attack detection vs perplexity filters, one table
     logit-processors generate "Name a fruit." --guard stop    # see logit_processors.detection_cli
+    logit-processors calibrate --texts train.txt --out calib.json --heldout test.txt   # calibration_cli
+    logit-processors generate "Once upon a time" --calibration calib.json
 
 Every subcommand takes ``--model`` (default ``smollm2``, the embedded SmolLM2-135M-Instruct,
 loaded offline through :func:`logit_processors.models.load`; also a hub id or a directory
@@ -44,7 +46,7 @@ from typing import Any
 
 import torch
 
-from . import __version__, detection_cli, ensemble_cli
+from . import __version__, calibration_cli, detection_cli, ensemble_cli
 from .models import DEFAULT_MODEL, ModelLoadError
 
 PROG = "logit-processors"
@@ -181,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--gaps", action="store_true", help="also print the per-token gap table")
     detection_cli.add_guard_options(generate)
     ensemble_cli.add_options(generate)  # --ensemble, --contrastive
+    calibration_cli.add_options(generate)  # --calibration
     generate.set_defaults(run=_run_generate)
 
     inspect = commands.add_parser(
@@ -197,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the named offline models and whether they are ready")
     models.set_defaults(run=_run_models)
     detection_cli.add_commands(commands, model)  # detect, detect-eval
+    calibration_cli.add_commands(commands, model)  # calibrate
     return parser
 
 
@@ -238,8 +242,10 @@ def masking_processors(args: argparse.Namespace, tokenizer, vocab_size: int) -> 
 def build_processors(args: argparse.Namespace, tokenizer, vocab_size: int) -> list:
     """All processors from the flags: masks first (so truncation chooses among allowed tokens),
     then temperature (as Hugging Face does, so top-p sees the tempered distribution), then
-    truncation. An ensemble or contrastive decoding (loading its models) comes first of all."""
+    truncation. An ensemble or contrastive decoding (loading its models) comes first of all,
+    after only ``--calibration`` (a property of the model: its logits divided by the fitted T)."""
     return [
+        *calibration_cli.processors(args),
         *ensemble_cli.processors(args, tokenizer),
         *masking_processors(args, tokenizer, vocab_size),
         *sampling_processors(args),
@@ -432,9 +438,11 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     sampling_processors(args)  # bad values fail before the model loads
     ensemble_cli.check_flags(args)
+    calibration_cli.check_flags(args)  # reads --calibration FILE
     _check_outputs(args)
     _note_greedy(args)
     loaded = _load(args)
+    calibration_cli.check_model(args, loaded)  # refuses a calibration of another model
     if args.guard is not None:  # scoring shares the prefill with generation
         return detection_cli.run_guarded_generate(args, loaded, _read_text(args.prompt))
     wants_trace = args.gaps or args.html or args.png or args.json

@@ -55,8 +55,16 @@ def weight_norms(model) -> dict[str, float]:
                              ("output_embeddings", model.get_output_embeddings())):
             weight = getattr(module, "weight", None)
             if weight is not None:
-                norms[name] = float(torch.linalg.vector_norm(weight.detach().double()))
+                norms[name] = _float64_norm(weight.detach())
     return norms
+
+
+def _float64_norm(weight: torch.Tensor, rows: int = 4096) -> float:
+    """L2 norm accumulated in float64 a block of rows at a time: a float64 copy of a 262,144-token
+    embedding would be 1.3 GB."""
+    flat = weight.reshape(weight.shape[0], -1) if weight.dim() > 1 else weight.reshape(-1, 1)
+    total = sum(float(flat[i : i + rows].double().square().sum()) for i in range(0, flat.shape[0], rows))
+    return math.sqrt(total)
 
 
 def model_identity(model, tokenizer=None) -> dict[str, Any]:

@@ -148,6 +148,14 @@ def test_degenerate_data_is_refused():
         fit_temperature([(logits, logits.argmax(-1))])
 
 
+def test_optimal_temperature_refuses_degenerate_data():
+    logits = torch.randn(200, 10)
+    with pytest.raises(ValueError, match="degenerate"):  # always right: T -> 0
+        optimal_temperature(logits, logits.argmax(-1))
+    with pytest.raises(ValueError, match="degenerate"):  # always wrong where it is sure: T -> infinity
+        optimal_temperature(torch.tensor([[5.0, 0.0]] * 4), torch.tensor([1, 1, 1, 1]))
+
+
 def test_optimal_temperature_on_a_tiny_case():
     # Two classes, logit gap 2, right 3 times in 4: sigmoid(2 / T) = 3/4, T = 2 / log 3.
     logits = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0], [0.0, 2.0]])

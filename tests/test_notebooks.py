@@ -1,6 +1,6 @@
 """Every notebook in notebooks/ executes end to end without an error (nbclient, kernel python3).
 
-The tour (03) runs on the tiny GPT-2; 01, 02 and 04 run on the embedded SmolLM2-135M-Instruct and
+The tour (05) runs on the tiny GPT-2; 01, 02, 03 and 04 run on the embedded SmolLM2-135M-Instruct and
 are marked ``real_model``. Their models are built or converted (once per machine, cached) by a
 fixture before the kernel starts, so the execution time printed for each notebook measures the
 notebook itself. Time is reported, never asserted (performance is the benchmarks' business).
@@ -19,7 +19,9 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 # Notebooks that load the embedded SmolLM2 (``load("smollm2")``); every other notebook uses the tiny GPT-2.
-REAL_MODEL_NOTEBOOKS = {"01_logits_as_log_counts.ipynb", "02_logit_gaps.ipynb", "04_attack_detection.ipynb"}
+REAL_MODEL_NOTEBOOKS = {
+    "01_logits_as_log_counts.ipynb", "02_logit_gaps.ipynb", "03_calibration.ipynb", "04_attack_detection.ipynb",
+}
 
 
 def _params() -> list:
