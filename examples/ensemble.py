@@ -1,12 +1,13 @@
 """Ensembling two real checkpoints inside generate(), and contrastive decoding, against greedy.
 
-    python examples/ensemble.py            # 50 prompts, 64 new tokens each (a few minutes on 2 CPU cores)
+    python examples/ensemble.py            # 50 prompts, 64 new tokens each (~5 minutes, one CPU thread)
     LOGIT_PROCESSORS_EXAMPLE_QUICK=1 python examples/ensemble.py    # 3 prompts, 8 tokens (the test suite)
 
 The primary is SmolLM2-135M-Instruct (embedded, offline). The second checkpoint is a small GPT-2
 trained on Python's own documentation with SmolLM2's tokenizer (built once by
-examples/pydoc_gpt2.py, about a minute). Both map tokens to the same ids; their LM heads have
-49,152 and 49,216 columns, and the processors cut both to the tokenizer's range.
+examples/pydoc_gpt2.py, ~40 s of CPU; the quick run uses a 4x shorter-trained build, ~10 s). Both
+map tokens to the same ids; their LM heads have 49,152 and 49,216 columns, and the processors cut
+both to the tokenizer's range.
 
 Four decoders continue the same 50 prompts (plain text, greedy, left-padded batches):
 
@@ -130,10 +131,11 @@ def continue_prompts(model, tokenizer, prompts: list[str], processors: list) -> 
 def main() -> None:
     logging.set_verbosity_error()
     logging.disable_progress_bar()
-    if QUICK:  # a smoke run, often on a shared machine where one thread beats two contending ones
-        torch.set_num_threads(1)
+    # One thread: these are small batches of a small model, and on a busy 2-core machine two OpenMP
+    # threads spin-waiting against other processes run ~6x slower than one (measured).
+    torch.set_num_threads(1)
     smollm2, tokenizer = load("smollm2", progress=False)
-    pydoc_gpt2, pydoc_tokenizer = load_pydoc_gpt2()
+    pydoc_gpt2, pydoc_tokenizer = load_pydoc_gpt2(quick=QUICK)  # QUICK: a shorter-trained build (seconds)
     tokenizers = [tokenizer, pydoc_tokenizer]  # checked: the same token-to-id mapping
     print(f"primary: SmolLM2-135M-Instruct, LM head {smollm2.get_output_embeddings().weight.shape[0]} columns")
     print(f"member:  pydoc GPT-2, LM head {pydoc_gpt2.get_output_embeddings().weight.shape[0]} columns; "

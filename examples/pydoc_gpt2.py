@@ -1,17 +1,19 @@
 """Build (once) a second checkpoint that shares SmolLM2's tokenizer: a small GPT-2 trained on pydoc.
 
-    python examples/pydoc_gpt2.py          # builds it the first time (~2 minutes of CPU), prints its path
+    python examples/pydoc_gpt2.py            # builds it the first time (~40 s of CPU), prints its path
+    python examples/pydoc_gpt2.py --quick    # the 4x shorter-trained smoke-test version (~10 s)
 
 Ensembling needs models that map tokens to the same ids. This script trains one from scratch:
 a 2-layer GPT-2 (96-dim, ~10M parameters, nearly all of them the two embedding matrices) that
-reads and writes SmolLM2's 49,152-token vocabulary, trained for a couple of minutes on the help
-topics that ship with every CPython (``pydoc_data.topics``, ~110k SmolLM2 tokens). It is a weak,
-domain-specific language model: the *amateur* of contrastive decoding, or a small "Python
-documentation" expert to add to SmolLM2's evidence.
+reads and writes SmolLM2's 49,152-token vocabulary, trained for 400 steps of 8 x 128 tokens (about
+40 s of CPU) on the help topics that ship with every CPython (``pydoc_data.topics``, ~110k SmolLM2
+tokens). It is a weak, domain-specific language model: the *amateur* of contrastive decoding, or a
+small "Python documentation" expert to add to SmolLM2's evidence.
 
 Only ~5,000 of the 49,152 tokens occur in that text. A full softmax over all of them would spend
-90% of the training compute pushing down logits of tokens it never sees, so training uses the
-softmax over the tokens that occur, and the others get one fixed, very low logit afterwards. GPT-2's
+90% of the training compute pushing down logits of tokens it never sees, so training runs a compact
+model over the tokens that occur (their embedding rows and their softmax), whose rows are then
+scattered into the full-width model; the other tokens get one fixed, very low logit. GPT-2's
 LM head has no bias, so the model gets one: the final layer norm pins the last hidden dimension to
 the constant 1 (weight 0, bias 1), which makes the last column of the (untied) LM head a per-token
 bias. It is still a plain ``GPT2LMHeadModel``.
@@ -43,7 +45,7 @@ import torch
 from logit_processors.testing import corpus, default_cache_dir, padded_width
 
 RECIPE = {
-    "version": 2,
+    "version": 3,
     "n_layer": 2,
     "n_head": 4,
     "n_embd": 96,
@@ -54,6 +56,9 @@ RECIPE = {
     "seq_len": 128,
     "learning_rate": 3e-3,
 }
+#: The smoke-test version (``LOGIT_PROCESSORS_EXAMPLE_QUICK=1``): the same model, trained 4x shorter,
+#: so that a CI run that starts from an empty cache builds it in seconds, not a minute.
+QUICK_RECIPE = {**RECIPE, "train_steps": 100}
 MARKER = "pydoc_gpt2_build.json"
 
 
@@ -68,12 +73,12 @@ def smollm2_tokenizer():
     return tokenizer
 
 
-def _key(tokenizer) -> str:
+def _key(tokenizer, recipe: dict) -> str:
     import transformers
 
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     payload = {
-        "recipe": RECIPE,
+        "recipe": recipe,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "tokenizer": hashlib.sha256(json.dumps(vocab).encode()).hexdigest(),
@@ -81,11 +86,11 @@ def _key(tokenizer) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build(path: Path, tokenizer) -> None:
+def build(path: Path, tokenizer, recipe: dict = RECIPE) -> None:
     """Train the model and ``save_pretrained`` it (with the tokenizer) into ``path``."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    r = RECIPE
+    r = recipe
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")  # SmolLM2's document separator
     config = GPT2Config(
         vocab_size=padded_width(len(tokenizer)),
@@ -98,49 +103,57 @@ def build(path: Path, tokenizer) -> None:
     for text in corpus():
         ids += tokenizer(text)["input_ids"] + [eos]
     ids = torch.tensor(ids)
-    seen = torch.unique(ids)  # the tokens that occur: the training softmax runs over these only
-    target_index = torch.full((config.vocab_size,), -1)
-    target_index[seen] = torch.arange(len(seen))
+    # Training runs on a compact model over the tokens that occur (their softmax, their embedding
+    # rows): a full-vocabulary model would spend most of each step on 44,000 embedding and LM-head
+    # rows whose gradient is zero (dense gradients, and AdamW over all of them). Afterwards the
+    # compact rows are scattered into a full-width GPT2LMHeadModel.
+    seen = torch.unique(ids)
+    compact_ids = torch.full((config.vocab_size,), -1).index_put_((seen,), torch.arange(len(seen)))[ids]
+    compact_config = GPT2Config(**{**config.to_dict(), "vocab_size": len(seen), "pad_token_id": None})
 
     threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
         torch.set_num_threads(1)  # no OpenMP spin-waiting against other processes on a small machine
         try:
             torch.manual_seed(r["seed"])
-            model = GPT2LMHeadModel(config)
-            _pin_bias_feature(model)
+            compact = GPT2LMHeadModel(compact_config)
+            _pin_bias_feature(compact)
             generator = torch.Generator().manual_seed(r["seed"])
-            optimizer = torch.optim.AdamW(model.parameters(), lr=r["learning_rate"], betas=(0.9, 0.95), weight_decay=0.0)
+            optimizer = torch.optim.AdamW(compact.parameters(), lr=r["learning_rate"], betas=(0.9, 0.95),
+                                          weight_decay=0.0, fused=True)
             steps, warmup = r["train_steps"], max(1, r["train_steps"] // 10)
             schedule = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / steps)))
             )
             window = torch.arange(r["seq_len"] + 1)
-            model.train()
+            compact.train()
             for step in range(steps):
                 starts = torch.randint(0, len(ids) - len(window), (r["batch_size"],), generator=generator)
-                tokens = ids[starts[:, None] + window]
-                hidden = model.transformer(input_ids=tokens[:, :-1]).last_hidden_state
-                logits = hidden @ model.lm_head.weight[seen].T
-                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target_index[tokens[:, 1:]].flatten())
+                tokens = compact_ids[starts[:, None] + window]
+                logits = compact(input_ids=tokens[:, :-1]).logits
+                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(compact.parameters(), 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-                _pin_bias_feature(model)
+                _pin_bias_feature(compact)
                 if step % 100 == 0 or step == steps - 1:
                     print(f"  step {step:3d}/{steps}  loss {loss.item():.2f}", file=sys.stderr, flush=True)
-            model.eval()
+            compact.eval()
+            model = GPT2LMHeadModel(config).eval()  # unseen tokens keep randomly initialized input embeddings
             with torch.no_grad():
+                state = {k: v for k, v in compact.state_dict().items() if k not in ("transformer.wte.weight", "lm_head.weight")}
+                missing, unexpected = model.load_state_dict(state, strict=False)
+                assert set(missing) <= {"transformer.wte.weight", "lm_head.weight"} and not unexpected, (missing, unexpected)
+                model.transformer.wte.weight[seen] = compact.transformer.wte.weight
                 # Tokens never seen: a logit 25 below the lowest top logit on a sample of the text.
                 sample = ids[torch.randint(0, len(ids) - len(window), (16,), generator=generator)[:, None] + window]
                 hidden = model.transformer(input_ids=sample).last_hidden_state
-                floor = float((hidden @ model.lm_head.weight[seen].T).amax(dim=-1).min()) - 25.0
-                unseen = torch.ones(config.vocab_size, dtype=torch.bool)
-                unseen[seen] = False
-                model.lm_head.weight[unseen] = 0.0
-                model.lm_head.weight[unseen, -1] = floor
+                floor = float((hidden @ compact.lm_head.weight.T).amax(dim=-1).min()) - 25.0
+                model.lm_head.weight.zero_()
+                model.lm_head.weight[:, -1] = floor
+                model.lm_head.weight[seen] = compact.lm_head.weight
                 full_loss = torch.nn.functional.cross_entropy(
                     model(sample[:, :-1]).logits.flatten(0, 1), sample[:, 1:].flatten()
                 ).item()
@@ -151,7 +164,7 @@ def build(path: Path, tokenizer) -> None:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    (path / MARKER).write_text(json.dumps({**RECIPE, "loss": round(full_loss, 4)}, indent=2) + "\n")
+    (path / MARKER).write_text(json.dumps({**r, "loss": round(full_loss, 4)}, indent=2) + "\n")
 
 
 def _pin_bias_feature(model) -> None:
@@ -161,19 +174,21 @@ def _pin_bias_feature(model) -> None:
         model.transformer.ln_f.bias[-1] = 1.0
 
 
-def pydoc_gpt2_path(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cached checkpoint directory, built first if needed."""
+def pydoc_gpt2_path(cache_dir: str | os.PathLike | None = None, *, quick: bool = False) -> Path:
+    """The cached checkpoint directory, built first if needed (``quick``: the short recipe)."""
     tokenizer = smollm2_tokenizer()
+    recipe = QUICK_RECIPE if quick else RECIPE
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / f"pydoc-gpt2-smollm2-{_key(tokenizer)}"
+    final = root / f"pydoc-gpt2-smollm2-{'quick-' if quick else ''}{_key(tokenizer, recipe)}"
     if (final / MARKER).is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".pydoc-gpt2-building-", dir=root))
-    print(f"building {final.name} (once; about 2 minutes on a laptop CPU) ...", file=sys.stderr, flush=True)
+    print(f"building {final.name} (once; {recipe['train_steps']} training steps, about "
+          f"{recipe['train_steps'] // 10} s of CPU) ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
-        build(staging, tokenizer)
+        build(staging, tokenizer, recipe)
         try:
             os.rename(staging, final)  # atomic on one filesystem
         except OSError:
@@ -185,11 +200,11 @@ def pydoc_gpt2_path(cache_dir: str | os.PathLike | None = None) -> Path:
     return final
 
 
-def load_pydoc_gpt2(cache_dir: str | os.PathLike | None = None):
+def load_pydoc_gpt2(cache_dir: str | os.PathLike | None = None, *, quick: bool = False):
     """``(model, tokenizer)``: the pydoc GPT-2 and SmolLM2's tokenizer, in eval mode."""
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    path = pydoc_gpt2_path(cache_dir)
+    path = pydoc_gpt2_path(cache_dir, quick=quick)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     return GPT2LMHeadModel.from_pretrained(path).eval(), tokenizer
@@ -200,6 +215,8 @@ if __name__ == "__main__":
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
-    path = pydoc_gpt2_path()
+    # --quick, or the test suite's LOGIT_PROCESSORS_EXAMPLE_QUICK=1: the short recipe (examples/ensemble.py's quick run)
+    quick = "--quick" in sys.argv[1:] or os.environ.get("LOGIT_PROCESSORS_EXAMPLE_QUICK", "") not in ("", "0")
+    path = pydoc_gpt2_path(quick=quick)
     print(path)
     print(json.loads((path / MARKER).read_text()))

@@ -21,11 +21,11 @@ here, from per-position ``(confidence, correct, nll)`` triples (:class:`Predicti
     confidence as a forecast of being right (Kull et al., 2019 call the top-label view
     "confidence calibration").
 
-Why hand-written: ECE with equal-mass bins and the top-label Brier score are not in
-torchmetrics, whose equal-width ECE would add a dependency for four lines (and expects the full
-``[N, vocabulary]`` probabilities, which we never hold); the tests check these functions against
-an independent loop implementation (and torchmetrics' ``binary_calibration_error`` when it is
-installed).
+Why hand-written: equal-mass ECE and the top-label Brier score are not in torchmetrics, and
+the three metrics share one binning of ``(confidence, correct)`` pairs that the streamed
+evaluation accumulates chunk by chunk; torchmetrics' ``binary_calibration_error`` computes the
+equal-width ECE from the same pairs, and the tests check ours against it (and against an
+independent loop implementation for the others), so that the one place both exist they agree.
 
 Example:
     >>> import torch

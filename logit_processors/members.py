@@ -33,7 +33,8 @@ the ``generate()`` call; it applies to that call's prompt.
 
 Not supported, with a ``ValueError`` at the first call: assisted (speculative) and prompt-lookup
 decoding. They call the processors with a draft model's scores and score several candidate
-positions per pass; the members would be combined with the wrong model's distribution.
+positions per pass; the members would be combined with the wrong model's distribution. Also
+refused: a prompt given only as ``inputs_embeds`` (processors then see no prompt token ids).
 
 Example:
     >>> from logit_processors.members import CachedMembers
@@ -140,6 +141,12 @@ class CachedMembers:
 
     def _prefill(self, input_ids: torch.Tensor) -> list[torch.Tensor]:
         refuse_assisted_generation()
+        if input_ids.shape[1] == 0:
+            raise ValueError(
+                "ensemble processors got input_ids with no tokens (generate(inputs_embeds=...) without input_ids "
+                "hands processors only the new tokens): the member models need the prompt's token ids. Pass "
+                "input_ids to generate() (with inputs_embeds, if needed)"
+            )
         self.reset()
         self.counts["prefill"] += 1
         mask = self._prompt_mask(input_ids)

@@ -342,3 +342,64 @@ def test_mismatched_tokenizers_are_refused(models):
         LogOddsEnsemble(member, [0.5, 0.5], tokenizer=[tokenizer, other])
     with pytest.raises(ValueError, match="does not map tokens to the same ids"):
         ContrastiveDecoding(member, tokenizer=[tokenizer, other])
+
+
+class WideVocabTokenizer:
+    """GPT-2's vocabulary size (50,257 ids, no real strings needed): what the processors check."""
+
+    pad_token_id = 0
+
+    def __init__(self, n_tokens: int = 50257):
+        self.vocab = {f"t{i}": i for i in range(n_tokens)}
+        self.added_tokens_decoder = {}
+
+    def get_vocab(self):
+        return self.vocab
+
+    def __len__(self):
+        return len(self.vocab)
+
+
+def random_gpt2(width: int, seed: int) -> GPT2LMHeadModel:
+    from transformers import GPT2Config
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=width, n_layer=1, n_head=2, n_embd=16, n_positions=64,
+                        bos_token_id=1, eos_token_id=1, pad_token_id=0)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # larger logits than GPT-2's initialization: peaked, varied distributions
+        model.lm_head.weight.mul_(60.0)
+    return model
+
+
+@pytest.mark.parametrize("primary_width, member_width", [(50257, 50304), (50304, 50257)])
+@pytest.mark.parametrize("combine", ["logprob", "logodds"])
+def test_gpt2_sized_heads_of_different_widths_are_aligned(primary_width, member_width, combine):
+    """Real GPT-2 sizes: 50,257 tokens, LM heads of 50,257 and 50,304 columns, either one the primary.
+    Exact against the reference over the tokenizer's range; the other columns masked; beams and
+    a left-padded batch."""
+    primary, member = random_gpt2(primary_width, seed=0), random_gpt2(member_width, seed=1)
+    tokenizer = WideVocabTokenizer()
+    n = len(tokenizer)
+    ids = torch.tensor([[0, 0, 0, 500, 7, 42_000], [9, 31_000, 12, 50_000, 3, 8]])  # left-padded with 0
+    batch = {"input_ids": ids, "attention_mask": (torch.arange(6) >= torch.tensor([[3], [0]])).long()}
+    weights = (0.7, 0.6)
+    ensemble = LogOddsEnsemble(member, weights, combine, tokenizer=tokenizer)
+    reference = Reference([primary, member], lambda z: reference_combine(z, weights, combine, (1, 1), n), n)
+    for settings in (SETTINGS["greedy"], dict(do_sample=False, num_beams=3)):
+        ours = generate(primary, batch, [ensemble], max_new_tokens=5, pad_token_id=0, **settings)
+        assert_same(ours, reference_generate(reference, batch, max_new_tokens=5, pad_token_id=0, **settings))
+        assert all(s.shape[-1] == primary_width and torch.isneginf(s[:, n:]).all() for s in ours.scores)
+        alone = generate(primary, batch, [], max_new_tokens=5, pad_token_id=0, **settings)
+        assert not torch.equal(alone.sequences, ours.sequences)  # the member mattered
+
+
+def test_inputs_embeds_without_token_ids_is_refused(models):
+    """generate(inputs_embeds=...) hands processors only the new tokens: the members cannot see the prompt."""
+    primary, member, tokenizer, _ = models
+    single = tokenizer(["The if statement"], return_tensors="pt")
+    embeds = primary.get_input_embeddings()(single["input_ids"])
+    ensemble = LogOddsEnsemble(member, [0.5, 0.5], tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="inputs_embeds"), torch.no_grad():
+        primary.generate(inputs_embeds=embeds, attention_mask=single["attention_mask"], logits_processor=[ensemble],
+                         max_new_tokens=3, do_sample=False)
