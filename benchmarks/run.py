@@ -2,13 +2,16 @@
 
 One command, every case side by side in one run, so that ratios compare like with like:
 
-    python benchmarks/run.py [--quick] [--only processors|generate|guard] [--threads N] [--generate-threads 1]
+    python benchmarks/run.py [--quick] [--only processors|generate|guard|ensemble|calibration] [--threads N]
+                             [--generate-threads 1]
                              [--json benchmarks/results/latest.json]
 
-Three sections, all by default: the processor micro-benchmarks below, LogitGapMonitor inside
+Five sections, all by default: the processor micro-benchmarks below, LogitGapMonitor inside
 real generate() calls of SmolLM2 (benchmarks/generate_overhead.py: wall time with and without
-the monitor, 128 new tokens, B=1 and B=8), and guarded vs plain generation (benchmarks/guard.py:
-attack detection sharing the prefill, 64 new tokens).
+the monitor, 128 new tokens, B=1 and B=8), guarded vs plain generation (benchmarks/guard.py:
+attack detection sharing the prefill, 64 new tokens), the ensemble against its two models and
+the naive / CFG baselines (benchmarks/ensemble.py), and the calibration fit against one forward
+pass (benchmarks/calibration.py, which writes its own JSON beside the main one).
 
 Times are microseconds per call, the median over interleaved rounds: each round times a block
 of calls of every case in turn, so slow drift in machine load (other processes, turbo, thermal)
@@ -45,6 +48,8 @@ from logit_processors import EntropyTemperature, MinP, Temperature, TokenMask, T
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generate_overhead  # benchmarks/generate_overhead.py: the generate() section
+import calibration as calibration_bench  # benchmarks/calibration.py: fit time vs a forward pass, held-out figures
+import ensemble as ensemble_bench  # benchmarks/ensemble.py: ensemble cost vs its two models, length, baselines
 import guard as guard_bench  # benchmarks/guard.py: guarded vs plain generation (attack detection)
 
 NEG_INF = float("-inf")
@@ -384,15 +389,18 @@ def run_processors(rounds: int, block: float) -> dict:
     return {"rows": rows, "targets": evaluate_targets(rows), "checks": checks, "notes": notes}
 
 
+SECTIONS = ("processors", "generate", "guard", "ensemble", "calibration")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (processors < 3 minutes)")
     parser.add_argument("--json", default="benchmarks/results/latest.json", help="where to write all rows and targets")
     parser.add_argument(
         "--only",
-        choices=("processors", "generate", "guard"),
-        help="run one section: the processor micro-benchmarks, LogitGapMonitor inside generate(), or guarded "
-        "generation (default: all)",
+        choices=SECTIONS,
+        help="run one section: the processor micro-benchmarks, LogitGapMonitor inside generate(), guarded "
+        "generation, the ensemble in generate(), or the calibration fit (default: all)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the processor section (default: torch's)")
     parser.add_argument(
@@ -417,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "dtype": str(DTYPE).replace("torch.", ""),
         "quick": args.quick,
-        "sections": [args.only] if args.only else ["processors", "generate", "guard"],
+        "sections": [args.only] if args.only else list(SECTIONS),
         "rounds": rounds,
         "block_seconds": block,
         "generate_rounds": generate_rounds,
@@ -441,6 +449,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "guard"):
         print()
         guard = guard_bench.run_section(rounds=3 if args.quick else guard_bench.ROUNDS)
+    ensemble = None
+    if args.only in (None, "ensemble"):
+        print()
+        ensemble = ensemble_bench.run_section(rounds=2 if args.quick else ensemble_bench.ROUNDS,
+                                              length_rounds=1 if args.quick else ensemble_bench.LENGTH_ROUNDS,
+                                              threads=ensemble_bench.THREADS)
+    calibration_json = Path(args.json).with_name("calibration.json")
+    if args.only in (None, "calibration"):  # its own report and JSON (fit cost, held-out figures, vector scaling)
+        print()
+        calibration_bench.main([*(["--quick"] if args.quick else []), "--json", str(calibration_json)])
 
     print("\nTargets (from the issue):")
     for t in processors["targets"] if processors else []:
@@ -453,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         generate_overhead.print_target(t)
     for t in guard["targets"] if guard else []:
         guard_bench.print_target(t)
+    for t in ensemble["targets"] if ensemble else []:
+        ensemble_bench.print_target(t)
     elapsed = time.perf_counter() - started
     print(f"\nTotal time {elapsed:.0f} s")
 
@@ -471,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         "notes": processors["notes"] if processors else [],
         "generate": {"meta": generate["meta"], "rows": generate["rows"]} if generate else None,
         "guard": {"meta": guard["meta"], "rows": guard["rows"]} if guard else None,
+        "ensemble": ensemble,
+        "calibration": str(calibration_json) if args.only in (None, "calibration") else None,
     }
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"Wrote {out}")
