@@ -19,18 +19,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PROMPT = "The if statement"
 
 
-@pytest.fixture
-def run(capsys):
-    """``run(*args) -> (exit status, stdout, stderr)`` of ``cli.main(args)``."""
-
-    def invoke(*args):
-        status = cli.main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return invoke
-
-
 @pytest.fixture(scope="module")
 def texts(tmp_path_factory):
     """A calibration text file and a held-out one (pydoc topics: disjoint)."""

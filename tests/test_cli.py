@@ -31,18 +31,6 @@ TEXT = "The with statement is used to wrap the execution of a block."
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def run(capsys):
-    """``run(*args) -> (exit status, stdout, stderr)`` of ``cli.main(args)``."""
-
-    def invoke(*args):
-        status = cli.main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return invoke
-
-
 @pytest.fixture(scope="module")
 def tiny(tiny_gpt2_path):
     """``(path, model, tokenizer)`` loaded the way the command loads it."""

@@ -22,21 +22,11 @@ from logit_processors.detection_data import DETECTOR_FILES, data_path, default_d
 from logit_processors.guard import guarded_generate
 from logit_processors.prompt_stats import encode_prompt, prompt_stats
 
-pytestmark = pytest.mark.real_model
+pytestmark = [pytest.mark.real_model, pytest.mark.usefixtures("one_thread")]
 
 # Ordinary held-out requests of different styles (eval split).
 CLEAR_BENIGN = ("b225", "b233", "b243", "b252", "b263", "b269", "b292", "b314")
 CLEAR_ATTACKS = {"random": ("rnd000", "rnd001", "rnd002"), "optimized": ("opt00", "opt01", "opt02")}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Short prompts in small batches: one torch thread is as fast as two on an idle 2-core
-    machine and several times faster on a busy one (two threads then wait on each other)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

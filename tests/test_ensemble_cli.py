@@ -11,30 +11,12 @@ import doctest
 import pytest
 import torch
 
-from logit_processors import ContrastiveDecoding, LogOddsEnsemble, TokenMask, cli, ensemble_cli
+from logit_processors import ContrastiveDecoding, LogOddsEnsemble, TokenMask, ensemble_cli
 from logit_processors.models import load
 from logit_processors.testing import tiny_gpt2_path as build_tiny_gpt2_path
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 PROMPT = "The if statement"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def run(capsys):
-    def invoke(*args):
-        status = cli.main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return invoke
 
 
 @pytest.fixture(scope="module")

@@ -21,19 +21,10 @@ from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
 from logit_processors import Chain, ContrastiveDecoding, LogOddsEnsemble, TokenMask
 from logit_processors.testing import load_tiny_gpt2
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 NEG_INF = float("-inf")
 PROMPTS = ["The if statement", "Exceptions are raised when", "A function definition"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models run ~10x faster on one thread on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

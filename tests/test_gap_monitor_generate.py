@@ -17,19 +17,10 @@ import torch
 
 from logit_processors.gaps import LogitGapMonitor, Trace, token_stats
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 PROMPTS = ["The object is", "A class definition is a statement that", "x"]
 STATS = ("top_gap", "chosen_gap", "surprisal", "entropy")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model runs much faster on one thread on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def generate(model, tokenizer, prompts, processors, seed=0, **kwargs):
