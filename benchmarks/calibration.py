@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import resource
 import statistics
@@ -38,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_io import write_json  # benchmarks/bench_io.py (this script's folder is on sys.path)
 
 from logit_processors.calibration import CalibratedTemperature, window_length
 from logit_processors.calibration_fit import TeacherForcedLogits, optimal_temperature, text_windows
@@ -337,10 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nTarget: [{'PASS' if t['pass'] else 'FAIL'}] {t['name']}: {t['value']:.3f}")
     print(f"Total time {out['meta']['elapsed_s']:.0f} s; load average at start {load_start}, at end "
           f"{out['meta']['load_average_at_end']}")
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"Wrote {path}")
+    print(f"Wrote {write_json(args.json, out)}")
     return 0
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -55,6 +54,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "examples"))
 from generate_overhead import chat_inputs, load_smollm2  # noqa: E402  (same prompts and loading)
 from pydoc_gpt2 import load_pydoc_gpt2  # noqa: E402  (the second checkpoint, built once)
+from bench_io import write_json  # noqa: E402
 
 ROUNDS, LENGTH_ROUNDS = 5, 3
 THREADS = 1  # one thread: on a shared machine, OpenMP threads spin-waiting against other processes distort times
@@ -304,10 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = section["meta"]
     print(f"\nTotal time {meta['elapsed_s']:.0f} s; load average (1, 5, 15 min) at start "
           f"{meta['load_average_at_start']}, at end {meta['load_average_at_end']}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(section, indent=2) + "\n")
-    print(f"Wrote {out}")
+    print(f"Wrote {write_json(args.json, section)}")
     return 0
 
 

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
+from bench_io import write_json  # benchmarks/bench_io.py (this script's folder is on sys.path)
 
 from logit_processors.gaps import LogitGapMonitor
 
@@ -331,10 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\nTotal time {meta['elapsed_s']:.0f} s; load average (1, 5, 15 min) at start "
             f"{meta['load_average_at_start']}, at end {meta['load_average_at_end']}"
         )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(section, indent=2) + "\n")
-    print(f"Wrote {out}")
+    print(f"Wrote {write_json(args.json, section)}")
     return 0
 
 

@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
+from bench_io import write_json  # benchmarks/bench_io.py (this script's folder is on sys.path)
 
 NEW_TOKENS = 64
 ROUNDS = 7
@@ -166,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nTarget (from the issue):")
     for t in section["targets"]:
         print_target(t)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(section, indent=2) + "\n")
-    print(f"Wrote {out} ({section['meta']['elapsed_s']:.0f} s)")
+    print(f"Wrote {write_json(args.json, section)} ({section['meta']['elapsed_s']:.0f} s)")
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import os
 import platform
@@ -48,6 +47,7 @@ from logit_processors import EntropyTemperature, MinP, Temperature, TokenMask, T
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generate_overhead  # benchmarks/generate_overhead.py: the generate() section
+from bench_io import write_json  # benchmarks/bench_io.py: one JSON writer for every section
 import calibration as calibration_bench  # benchmarks/calibration.py: fit time vs a forward pass, held-out figures
 import ensemble as ensemble_bench  # benchmarks/ensemble.py: ensemble cost vs its two models, length, baselines
 import guard as guard_bench  # benchmarks/guard.py: guarded vs plain generation (attack detection)
@@ -479,8 +479,6 @@ def main(argv: list[str] | None = None) -> int:
     meta["elapsed_s"] = elapsed
     meta["load_average_at_end"] = os.getloadavg()
     print(f"Load average (1, 5, 15 min) at start {meta['load_average_at_start']}, at end {meta['load_average_at_end']}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "meta": meta,
         "rows": processors["rows"] if processors else [],
@@ -494,8 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         "ensemble": ensemble,
         "calibration": str(calibration_json) if args.only in (None, "calibration") else None,
     }
-    out.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"Wrote {out}")
+    print(f"Wrote {write_json(args.json, document)}")
     return 0
 
 

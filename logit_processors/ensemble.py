@@ -380,31 +380,31 @@ class LogOddsEnsemble(_WithMembers):
         return self._cache.get(device, torch.float32, ("prior", width), lambda: self._prior_log_probs[:width])
 
 
-def _weights(weights, n_members: int) -> list[float]:
-    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
-        raise ValueError(f"weights must be a list of {n_members + 1} numbers (the primary's first); got {weights!r}")
-    if len(weights) != n_members + 1:
+def _one_per_model(name: str, values, n_members: int) -> list:
+    """``values`` as a list with one entry per model (the primary's first), else a ValueError naming ``name``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"{name} must be a list of {n_members + 1} entries (the primary's first); got {values!r}")
+    if len(values) != n_members + 1:
         raise ValueError(
-            f"weights must have {n_members + 1} entries (the primary's first, then one per member); "
-            f"got {len(weights)}: {list(weights)!r}"
+            f"{name} must have {n_members + 1} entries (the primary's first, then one per member); "
+            f"got {len(values)}: {list(values)!r}"
         )
+    return list(values)
+
+
+def _weights(weights, n_members: int) -> list[float]:
+    weights = _one_per_model("weights", weights, n_members)
     if any(isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) for w in weights):
-        raise ValueError(f"weights must be finite numbers; got {list(weights)!r}")
+        raise ValueError(f"weights must be finite numbers; got {weights!r}")
     if all(w == 0 for w in weights):
-        raise ValueError(f"at least one weight must be nonzero; got {list(weights)!r}")
+        raise ValueError(f"at least one weight must be nonzero; got {weights!r}")
     return [float(w) for w in weights]
 
 
 def _temperatures(temperatures, n_members: int) -> list[float]:
     if temperatures is None:
         return [1.0] * (n_members + 1)
-    if isinstance(temperatures, (str, bytes)) or not isinstance(temperatures, Sequence):
-        raise ValueError(f"temperatures must be a list of {n_members + 1} entries; got {temperatures!r}")
-    if len(temperatures) != n_members + 1:
-        raise ValueError(
-            f"temperatures must have {n_members + 1} entries (the primary's first, then one per member); "
-            f"got {len(temperatures)}"
-        )
+    temperatures = _one_per_model("temperatures", temperatures, n_members)
     return [temperature_value(f"temperatures[{i}]", t) for i, t in enumerate(temperatures)]
 
 
