@@ -104,6 +104,19 @@ def test_empty_row_policy_raises_naming_row_or_keeps_eos():
     assert out[0].tolist() == [float("-inf"), 2.0, 3.0]
 
 
+def test_witness_shortcut_never_hides_nan_or_an_empty_row():
+    # The witness column (the first kept one, 1) decides the shortcut: NaN or -inf there, or
+    # +inf beside -inf in the batch, must send the call to the full check, which is exact.
+    nan, inf = float("nan"), float("inf")
+    proc = TokenMask(deny=[0])
+    with pytest.raises(ValueError, match=r"row\(s\) \[1\]"):  # NaN row: no distribution left
+        proc(IDS, torch.tensor([[1.0, 2.0, 3.0], [1.0, nan, nan]]))
+    with pytest.raises(ValueError, match=r"row\(s\) \[0\]"):
+        proc(IDS, torch.tensor([[1.0, -inf, -inf], [1.0, inf, 3.0]]))
+    scores = torch.tensor([[1.0, -inf, 2.0], [1.0, inf, 3.0]])  # witness -inf and +inf: full check, nothing empty
+    assert proc(IDS, scores)[:, 1:].tolist() == [[-inf, 2.0], [inf, 3.0]]
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -179,6 +179,26 @@ def test_many_single_tokens_take_the_dense_path():
     assert torch.equal(masked(out), reference_mask(input_ids, banned, 40))
 
 
+def test_states_with_many_completions_and_strided_scores_give_the_reference_mask():
+    # State [1] completes 200 phrases (written through its cached index tensor), state [2] one
+    # (written through the batch's flat offsets), in the same call; then the same on a strided
+    # (transposed) scores tensor, which the flat offsets need made contiguous.
+    many = phrase_ban_module._FEW_TOKENS + 136
+    banned = [[1, t] for t in range(100, 100 + many)] + [[2, 7], [5]]
+    ban = PhraseBan.from_token_ids(banned)
+    input_ids = torch.tensor([[0, 1], [0, 2], [3, 3], [2, 1]])
+    width = 400
+    expected = reference_mask(input_ids, banned, width)
+    assert expected.sum(dim=1).tolist() == [many + 1, 2, 1, many + 1]
+    scores = torch.randn(4, width)
+    strided = torch.randn(width, 4).t()
+    for s in (scores, strided):
+        before = s.clone()
+        out = ban(input_ids, s)
+        assert torch.equal(masked(out), expected)
+        assert torch.equal(out[~expected], s[~expected]) and torch.equal(s, before)
+
+
 def test_reset_and_reuse_across_generations():
     sequences = [[1, 2], [2, 2, 3]]
     ban = PhraseBan.from_token_ids(sequences)
