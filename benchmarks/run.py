@@ -119,7 +119,7 @@ class Case:
     name: str
     fn: Callable[[], object]
     group: str  # which processor this case belongs to (for the table)
-    role: str  # "ours", "hf" or "clone"
+    role: str  # "ours", "hf", "clone" or "floor" (the bare PyTorch kernel for the same result)
     batch: int
     vocab: int
     note: str = ""
@@ -200,7 +200,36 @@ def grid_cases(batch: int, vocab: int) -> tuple[list[Case], list[dict]]:
         if hf is not None:
             cases.append(Case(f"HF {type(hf).__name__}", call(hf), name, "hf", batch, vocab))
             checks.append(agreement(name, batch, vocab, ours(input_ids, scores), hf(input_ids, scores), compare))
+    if batch == 8:  # the batch the targets name
+        cases += mask_floor_cases("TokenMask(deny=1000)", scores, mask_of(deny_ids, vocab))
+        cases += mask_floor_cases("TokenMask(allow=1000)", scores, ~mask_of(allow_ids, vocab))
     return cases, checks
+
+
+def mask_of(ids: list[int], vocab: int) -> torch.Tensor:
+    mask = torch.zeros(vocab, dtype=torch.bool)
+    mask[ids] = True
+    return mask
+
+
+def mask_floor_cases(group: str, scores: torch.Tensor, removed_columns: torch.Tensor, note: str = "") -> list[Case]:
+    """The three bare PyTorch kernels that remove the same columns, without any processor around
+    them (no argument checks, no empty-row check, no Python): the fastest of them is the floor
+    for any processor built from PyTorch ops (see ColumnMask's docstring for the three)."""
+    batch, vocab = scores.shape
+    removed_ids = removed_columns.nonzero().flatten()
+    kept_ids = (~removed_columns).nonzero().flatten()
+    cap = torch.where(removed_columns, NEG_INF, math.inf).to(scores.dtype)
+    kernels = {
+        "minimum(scores, cap)": lambda: torch.minimum(scores, cap),
+        "clone + index_fill_": lambda: scores.clone().index_fill_(1, removed_ids, NEG_INF),
+        "full(-inf) + index_copy_": lambda: torch.full_like(scores, NEG_INF).index_copy_(
+            1, kept_ids, scores.index_select(1, kept_ids)
+        ),
+    }
+    expected = torch.minimum(scores, cap)
+    assert all(torch.equal(kernel(), expected) for kernel in kernels.values())
+    return [Case(f"floor: {name}", kernel, group, "floor", batch, vocab, note=note) for name, kernel in kernels.items()]
 
 
 def agreement(name: str, batch: int, vocab: int, ours: torch.Tensor, hf: torch.Tensor, compare: str) -> dict:
@@ -242,6 +271,10 @@ def phrase_ban_cases(vocab: int, batch: int = 8, n_phrases: int = 10_000) -> tup
         Case(name, lambda: ours(input_ids, scores), name, "ours", batch, vocab, note="phrases"),
         Case("HF NoBadWordsLogitsProcessor", lambda: hf(input_ids, scores), name, "hf", batch, vocab, note="phrases"),
     ]
+    # The single-token phrases alone are a fixed column mask that every step must apply: its
+    # bare kernel is the floor here (the prefix matching and completions come on top).
+    single_tokens = mask_of([s[0] for s in sequences if len(s) == 1], vocab)
+    cases += mask_floor_cases(name, scores, single_tokens, note="phrases")
     check = agreement(name, batch, vocab, ours(input_ids, scores), hf(input_ids, scores), "mask")
     return cases, [check], ""
 
@@ -263,6 +296,7 @@ def rows_from(cases: list[Case]) -> list[dict]:
             continue
         group = [c for c in cases if c.group == case.group and (c.batch, c.vocab, c.note) == (case.batch, case.vocab, case.note)]
         hf = next((c for c in group if c.role == "hf"), None)
+        floor = min((c for c in group if c.role == "floor"), key=lambda c: c.median_us, default=None)
         clone = by_key[(case.batch, case.vocab, case.note)].get("clone")
         ours_us = case.median_us
         rows.append(
@@ -281,6 +315,12 @@ def rows_from(cases: list[Case]) -> list[dict]:
                 "hf_us": hf.median_us if hf else None,
                 "hf_min_us": hf.min_us if hf else None,
                 "hf_over_ours": hf.median_us / ours_us if hf else None,
+                "floor_name": floor.name.removeprefix("floor: ") if floor else None,
+                "floor_us": floor.median_us if floor else None,
+                "floor_min_us": floor.min_us if floor else None,
+                "floor_x_clone": floor.median_us / clone.median_us if floor and clone else None,
+                "hf_over_floor": hf.median_us / floor.median_us if floor and hf else None,
+                "hf_over_clone": hf.median_us / clone.median_us if hf and clone else None,
                 "rounds": len(case.times),
                 "calls_per_block": case.calls,
             }
@@ -299,8 +339,13 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
     def add(name: str, rule: str, selected: list[tuple[str, dict]], ratio, ok) -> None:
         measured = {label: ratio(r, "") for label, r in selected}
         measured_min = {label: ratio(r, "_min") for label, r in selected}
+        # The same ratio with the bare kernel in place of ours (where the case has floors): what
+        # any processor built from PyTorch ops could reach at best in this run.
+        floor = {label: ratio(dict(r, ours_us=r["floor_us"]), "") for label, r in selected if r["floor_us"] is not None}
         passed = all(ok(v) for v in measured.values()) if measured else None
-        targets.append({"target": name, "rule": rule, "measured": measured, "measured_min": measured_min, "pass": passed})
+        targets.append(
+            {"target": name, "rule": rule, "measured": measured, "measured_min": measured_min, "floor": floor, "pass": passed}
+        )
 
     def x_clone(r, kind):
         return r[f"ours{kind}_us"] / r[f"clone{kind}_us"]
@@ -348,6 +393,11 @@ def print_table(rows: list[dict]) -> None:
             f"{name:24s} {r['batch']:>3d} {r['vocab']:>7d} {fmt(r['ours_us'], '10.1f')} {fmt(r['clone_us'], '9.1f')} "
             f"{fmt(r['x_clone'], '8.2f')} {fmt(r['hf_us'], '11.1f')} {fmt(r['hf_over_ours'], '8.2f')}  {r['hf_name'] or ''}"
         )
+        if r["floor_us"] is not None:
+            print(
+                f"{'  floor (bare kernel)':24s} {'':>3s} {'':>7s} {fmt(r['floor_us'], '10.1f')} {'':>9s} "
+                f"{fmt(r['floor_x_clone'], '8.2f')} {'':>11s} {fmt(r['hf_over_floor'], '8.2f')}  {r['floor_name']}"
+            )
 
 
 def run_processors(rounds: int, block: float) -> dict:
@@ -464,7 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     for t in processors["targets"] if processors else []:
         verdict = "SKIP" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
         measured = ", ".join(
-            f"{k}: {v:.2f} (min {t['measured_min'][k]:.2f})" for k, v in t["measured"].items()
+            f"{k}: {v:.2f} (min {t['measured_min'][k]:.2f}"
+            + (f"; bare-kernel floor {t['floor'][k]:.2f}" if k in t["floor"] else "") + ")"
+            for k, v in t["measured"].items()
         ) or "not measured"
         print(f"  [{verdict}] {t['target']}  ({t['rule']}; measured, median: {measured})")
     for t in generate["targets"] if generate else []:

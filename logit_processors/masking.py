@@ -31,54 +31,75 @@ class ColumnMask:
     """A fixed set of columns to remove (set to ``-inf``), applied by the cheapest exact method.
 
     Three ways give identical results; their costs differ by the number of columns involved.
-    Costs per row, in copies of the row (``scores.clone()``), measured on this project's CPU
-    (float32, B=8, V=49,152 and 262,144; ``benchmarks/run.py``):
+    Costs in copies of the scores (``scores.clone()``), measured on this project's CPU
+    (float32, B=8, V=49,152 and 262,144; ``benchmarks/run.py`` times each bare kernel):
 
     * few removed columns, ``"fill"``: copy the scores, then ``index_fill_`` those columns:
-      one copy + ~23 copies' worth per removed fraction of the row (a scattered write costs
-      about 1 ns, a copied element about 0.045 ns): 1% removed costs 1.23 copies;
+      one copy + the scattered writes. A copied element costs ~0.045 ns; a scattered write
+      ~1 ns while the scores fit in the cores' caches, ~3.6 ns once they do not (the copy has
+      already pushed those lines out): ~23 or ~60 copies' worth per removed fraction of a row;
     * few kept columns, ``"keep"``: start from an all ``-inf`` tensor (~0.55 copies: write
-      only), gather the kept columns and copy them in (~42 copies' worth per kept fraction);
+      only), gather the kept columns and copy them in (~42 or ~175 copies' worth per kept
+      fraction, cached or not);
     * otherwise, ``"cap"``: ``torch.minimum(scores, cap)`` with a cached row that is ``+inf``
       where kept and ``-inf`` where removed: one vectorized pass over three streams (~1.4
       copies). A bool ``masked_fill`` or ``where`` does the same in ~7 copies' worth on CPU
       (their bool kernels are not vectorized), which is why none of the paths uses them.
       ``minimum`` rather than adding a 0 / ``-inf`` bias: ``+inf + -inf`` would be NaN.
 
+    The method is chosen per call from the scores' size (two regimes, see ``CACHED_BYTES``);
+    ``method=`` forces one (tests compare the three).
+
     ``removed`` is a bool ``[V]`` mask (the same columns in every row) or ``[n, V]`` (one mask
-    per row, or per prompt; see :func:`~logit_processors.core.per_row`), built for scores of
-    exactly ``V`` columns. Index tensors and caps are cached per (method, device, dtype).
+    per row, or per prompt; see :func:`~logit_processors.core.per_row`, always ``"cap"``),
+    built for scores of exactly ``V`` columns. Index tensors and caps are cached per (method,
+    device, dtype).
 
     :meth:`apply` also returns a *witness* for the fully-masked-row check (see
     :meth:`~logit_processors.core.MaskingProcessor.finish`): the kept values themselves when
     they are few, else one column that no row removes.
     """
 
-    # Per-element costs in units of one copied element (see above).
-    _FILL_PER_ID, _KEEP_PER_ID, _CAP, _FULL = 23.0, 42.0, 1.4, 0.55
+    # Scores up to this size count as cache-resident (2 cores x 1 MiB L2 here, with room for
+    # the input and the output); larger ones pay the slower scattered writes.
+    CACHED_BYTES = 4 << 20
+    # Per removed / kept fraction of a row, in copies: (cache-resident, larger).
+    _FILL_PER_FRACTION, _KEEP_PER_FRACTION = (23.0, 60.0), (42.0, 175.0)
+    _CAP, _FULL = 1.4, 0.55
+    METHODS = ("fill", "keep", "cap")
 
-    def __init__(self, removed: torch.Tensor):
+    def __init__(self, removed: torch.Tensor, method: str | None = None):
+        if method is not None and method not in self.METHODS:
+            raise ValueError(f"method must be one of {self.METHODS} or None; got {method!r}")
         self.removed = removed
-        width = removed.shape[-1]
         kept_anywhere = ~removed if removed.dim() == 1 else ~removed.any(dim=0)
         kept_columns = kept_anywhere.nonzero().flatten()
         self.witness_column = int(kept_columns[0]) if len(kept_columns) else None
         if removed.dim() == 2:
-            self.method = "cap"
+            method = "cap"
+        if method is not None:
+            self.methods = (method, method)
         else:
-            removed_fraction = int(removed.sum()) / width
-            costs = {
-                "fill": 1.0 + self._FILL_PER_ID * removed_fraction,
-                "keep": self._FULL + self._KEEP_PER_ID * (1.0 - removed_fraction),
-                "cap": self._CAP,
-            }
-            self.method = min(costs, key=costs.get)
+            removed_fraction = int(removed.sum()) / removed.shape[-1]
+            self.methods = tuple(self._cheapest(removed_fraction, regime) for regime in (0, 1))
         self._tables: dict[tuple, torch.Tensor] = {}
+
+    def _cheapest(self, removed_fraction: float, regime: int) -> str:
+        costs = {
+            "fill": 1.0 + self._FILL_PER_FRACTION[regime] * removed_fraction,
+            "keep": self._FULL + self._KEEP_PER_FRACTION[regime] * (1.0 - removed_fraction),
+            "cap": self._CAP,
+        }
+        return min(costs, key=costs.get)
+
+    def method_for(self, scores: torch.Tensor) -> str:
+        """The method :meth:`apply` uses for these scores."""
+        return self.methods[scores.numel() * scores.element_size() > self.CACHED_BYTES]
 
     def apply(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(new scores with the columns removed, witness or None)``."""
         # This runs at every generation step: one dict lookup, one or three tensor ops.
-        method = self.method
+        method = self.method_for(scores)
         key = (method, scores.device, scores.dtype)
         table = self._tables.get(key)
         if table is None:

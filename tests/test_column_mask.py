@@ -29,8 +29,7 @@ def test_every_method_equals_the_reference(method, dtype, seed, batch, width, fr
     scores = torch.randn(batch, width, generator=g).to(dtype)
     scores[torch.rand(batch, width, generator=g) < 0.1] = NEG_INF  # upstream masks
     before = scores.clone()
-    columns = ColumnMask(removed)
-    columns.method = method
+    columns = ColumnMask(removed, method=method)
     out, witness = columns.apply(scores)
     assert torch.equal(out, reference(scores, removed))
     assert out.dtype == dtype and torch.equal(scores, before)  # input untouched
@@ -43,8 +42,7 @@ def test_every_method_equals_the_reference(method, dtype, seed, batch, width, fr
 @pytest.mark.parametrize("method", ["fill", "keep", "cap"])
 def test_plus_infinity_in_a_removed_column_becomes_minus_infinity(method):
     removed = torch.tensor([True, False, False])
-    columns = ColumnMask(removed)
-    columns.method = method
+    columns = ColumnMask(removed, method=method)
     out, _ = columns.apply(torch.tensor([[float("inf"), 1.0, 2.0]]))
     assert out.tolist() == [[NEG_INF, 1.0, 2.0]]  # never NaN (a 0 / -inf bias would give one)
 
@@ -52,7 +50,7 @@ def test_plus_infinity_in_a_removed_column_becomes_minus_infinity(method):
 def test_per_row_masks_use_the_cap_method_and_expand_to_returned_sequences():
     removed = torch.tensor([[True, False, False], [False, False, True]])
     columns = ColumnMask(removed)
-    assert columns.method == "cap"
+    assert columns.methods == ("cap", "cap")
     out, witness = columns.apply(torch.zeros(4, 3))  # two prompts, two rows each
     assert (out == NEG_INF).tolist() == [[True, False, False]] * 2 + [[False, False, True]] * 2
     assert witness is not None and witness.shape == (4,)  # column 1 is kept in every row
@@ -62,10 +60,25 @@ def test_cost_model_picks_the_cheap_method():
     width = 50_000
     few_removed = torch.zeros(width, dtype=torch.bool)
     few_removed[:10] = True
-    assert ColumnMask(few_removed).method == "fill"
-    assert ColumnMask(~few_removed).method == "keep"
+    assert ColumnMask(few_removed).methods == ("fill", "fill")
+    assert ColumnMask(~few_removed).methods == ("keep", "keep")
     half = torch.arange(width) % 2 == 0
-    assert ColumnMask(half).method == "cap"
+    assert ColumnMask(half).methods == ("cap", "cap")
+    # 1% removed: scattered writes win while the scores are cache-sized, a cap pass beyond.
+    one_percent = torch.arange(width) % 100 == 0
+    columns = ColumnMask(one_percent)
+    assert columns.methods == ("fill", "cap")
+    small, large = torch.zeros(8, width), torch.zeros(64, width)
+    assert small.numel() * 4 <= ColumnMask.CACHED_BYTES < large.numel() * 4
+    assert (columns.method_for(small), columns.method_for(large)) == ("fill", "cap")
+    expected = reference(large, one_percent)
+    assert torch.equal(columns.apply(large)[0], expected)  # the method changes, the result does not
+    assert torch.equal(columns.apply(small)[0], expected[:8])
+
+
+def test_unknown_method_is_named():
+    with pytest.raises(ValueError, match="method must be one of"):
+        ColumnMask(torch.zeros(3, dtype=torch.bool), method="scatter")
 
 
 @pytest.mark.parametrize(("allow", "deny"), [(list(range(0, 400, 3)), None), (None, list(range(0, 400, 3))),
@@ -86,7 +99,6 @@ def test_token_mask_on_a_large_vocabulary_matches_the_reference(allow, deny):
 def test_rows_emptied_by_the_mask_are_caught_whatever_the_method(method):
     proc = TokenMask(deny=[0, 1])
     scores = torch.tensor([[0.0, 1.0, NEG_INF], [0.0, 1.0, 2.0]])  # row 0 keeps nothing
-    proc(torch.zeros(1, 1, dtype=torch.long), scores[1:])  # builds the ColumnMask for width 3
-    proc._columns[3].method = method
+    proc._columns[3] = ColumnMask(proc._removal(3), method=method)
     with pytest.raises(ValueError, match=r"row\(s\) \[0\]"):
         proc(torch.zeros(2, 1, dtype=torch.long), scores)
