@@ -6,6 +6,8 @@ between two tokens by 1/T: ``log(p_i / p_j) = (z_i - z_j) / T``.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from . import numerics
@@ -125,11 +127,32 @@ class EntropyTemperature(Processor):
         if self.max_t < self.min_t:
             raise ValueError(f"max_t must be >= min_t; got min_t={self.min_t!r}, max_t={self.max_t!r}")
         self.exponent = positive_finite_float("exponent", exponent)
+        # Scratch for the entropy, reused from step to step (see numerics.entropy's ``work``);
+        # one pair per thread, so that one processor may serve several threads at once.
+        self._scratch = threading.local()
 
     def row_temperatures(self, scores: torch.Tensor) -> torch.Tensor:
         """The temperature chosen for each row, float32 ``[B]``."""
-        h = numerics.normalized_entropy(scores)
+        h = numerics.normalized_entropy(scores, work=self._work(scores))
         return self.min_t + (self.max_t - self.min_t) * h.pow(self.exponent)
+
+    def _work(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+        work = getattr(self._scratch, "work", None)
+        if work is None or work[0].shape != scores.shape or work[0].dtype != dtype or work[0].device != scores.device:
+            work = self._scratch.work = tuple(torch.empty(scores.shape, dtype=dtype, device=scores.device) for _ in "yq")
+        return work
+
+    def reset(self) -> None:
+        """Frees the scratch tensors (they are rebuilt at the next call)."""
+        self._scratch = threading.local()
+
+    def __getstate__(self) -> dict:  # copy and pickle without the scratch (a threading.local cannot be)
+        return {k: v for k, v in self.__dict__.items() if k != "_scratch"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._scratch = threading.local()
 
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         return divide_by_temperature(scores, self.row_temperatures(scores)[:, None])

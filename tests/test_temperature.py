@@ -154,3 +154,40 @@ def test_entropy_temperature_dtypes(dtype):
 def test_entropy_temperature_bad_arguments(args, match):
     with pytest.raises(ValueError, match=match):
         EntropyTemperature(*args)
+
+
+def test_entropy_temperature_reuses_its_scratch_safely_across_calls_threads_and_copies():
+    import copy
+    import pickle
+    import threading
+
+    proc = EntropyTemperature(0.5, 1.5)
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randn(b, v, generator=g) * s for b, v, s in [(3, 500, 2.0), (3, 500, 9.0), (5, 77, 1.0), (3, 500, 0.5)]]
+    batches.append(batches[0].double())
+    batches[2][1, :70] = NEG_INF
+    for scores in batches:  # same shape twice (scratch reused), then other shapes and dtypes
+        before = scores.clone()
+        want = scores / (0.5 + numerics.normalized_entropy(scores))[:, None].to(scores.dtype)
+        torch.testing.assert_close(proc(ids(scores.shape[0]), scores), want)
+        assert torch.equal(scores, before)
+    # Two threads sharing the processor each get their own scratch.
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(20):
+                results[i] = proc(ids(3), batches[i])
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in (0, 1):
+        torch.testing.assert_close(results[i], batches[i] / (0.5 + numerics.normalized_entropy(batches[i]))[:, None])
+    for clone in (copy.deepcopy(proc), pickle.loads(pickle.dumps(proc))):
+        torch.testing.assert_close(clone(ids(3), batches[1]), proc(ids(3), batches[1]))
