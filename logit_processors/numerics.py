@@ -20,7 +20,7 @@ Example:
     >>> import torch
     >>> from logit_processors import numerics
     >>> z = torch.tensor([[2.0, 0.0, -float("inf")]])
-    >>> numerics.log_softmax(z).exp().sum().item()
+    >>> round(numerics.log_softmax(z).exp().sum().item(), 6)
     1.0
     >>> numerics.log_odds(torch.log(torch.tensor([0.5]))).item()
     0.0
@@ -211,8 +211,9 @@ def entropy(scores: torch.Tensor, dim: int = -1, work: tuple[torch.Tensor, torch
 
     Masked entries contribute ``0 * log 0 = 0`` (the limit), not NaN; a row containing NaN
     has no distribution and gets 0, like a fully masked one. Computed as ``log Z - E_p[z - max]``
-    from one softmax: about a third of the time of ``-sum(softmax * log_softmax)``, and more
-    accurate in float32 (no ``p * log p`` products of tiny numbers).
+    from one softmax: one exponential pass instead of the two of ``-sum(softmax *
+    log_softmax)``, half its ``[B, V]`` temporaries, and in float32 within 3e-7 nats of float64
+    on 262,144 logits where that form is off by up to 4e-5 (tests/test_numerics.py).
 
     ``work``: two scratch tensors shaped like ``scores``, of the float type the reduction runs
     in (float32; float64 for float64 scores), written into instead of allocating two

@@ -8,14 +8,13 @@ that calibration makes NLL and ECE no worse.
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 
 import pytest
 import torch
 
-from logit_processors import LogOddsEnsemble, Temperature, calibration, calibration_fit
+from logit_processors import LogOddsEnsemble, Temperature, calibration_fit
 from logit_processors.calibration import (
     CalibratedTemperature,
     calibrate_members,
@@ -57,11 +56,6 @@ def fitted(tiny_gpt2, texts):
 def reference(tiny_gpt2, texts):
     model, tokenizer = tiny_gpt2
     return full_logits(model, text_windows(tokenizer, texts[FIT_TEXTS], max_length=128))
-
-
-def test_doctests():
-    result = doctest.testmod(calibration, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,14 +7,13 @@ minimum over a brute-force grid.
 
 from __future__ import annotations
 
-import doctest
 import math
 import warnings
 
 import pytest
 import torch
 
-from logit_processors import calibration_fit, numerics
+from logit_processors import numerics
 from logit_processors.calibration_fit import fit_temperature, optimal_temperature, text_windows
 
 
@@ -179,8 +178,3 @@ def test_text_windows_split_and_keep_the_prefix():
     assert windows == [[0, 97, 98, 99], [0, 100, 101, 102], [0, 103]]
     with pytest.raises(ValueError, match="max_length"):
         text_windows(None, [[1, 2]], max_length=1)
-
-
-def test_doctests():
-    result = doctest.testmod(calibration_fit, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0

@@ -6,7 +6,6 @@ over the definitions), and equal-width ECE against torchmetrics when it is insta
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import pytest
@@ -14,7 +13,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logit_processors import calibration_metrics
 from logit_processors.calibration_metrics import (
     Predictions,
     expected_calibration_error,
@@ -174,8 +172,3 @@ def test_reliability_diagram_png(tmp_path, binning):
     assert len(figure.axes) == 4
     with pytest.raises(ValueError, match="at least one"):
         plot_reliability({})
-
-
-def test_doctests():
-    result = doctest.testmod(calibration_metrics, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0

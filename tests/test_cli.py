@@ -6,7 +6,6 @@ the ``real_model`` ones run the default embedded SmolLM2-135M-Instruct end to en
 
 from __future__ import annotations
 
-import doctest
 import io
 import json
 import math
@@ -87,11 +86,6 @@ def test_help_and_version(run):
     assert status == 0 and "--prompt" in out
     status, out, _ = run("--version")
     assert status == 0 and out.startswith("logit-processors ")
-
-
-def test_doctests():
-    result = doctest.testmod(cli, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_models_lists_the_named_models(run):

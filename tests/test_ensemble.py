@@ -6,7 +6,6 @@ generate() integration against a slow reference model is in test_ensemble_genera
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import pytest
@@ -14,7 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logit_processors import ContrastiveDecoding, LogOddsEnsemble, ensemble, members, numerics
+from logit_processors import ContrastiveDecoding, LogOddsEnsemble, numerics
 from logit_processors.ensemble import check_same_vocabulary, combine_log_probs, temperature_value
 from logit_processors.members import CachedMembers
 
@@ -436,16 +435,3 @@ def test_smollm2_and_the_tiny_gpt2_tokenizers_are_refused(tiny):
     smol_model, smol_tokenizer = model_loading.load("smollm2", progress=False)
     with pytest.raises(ValueError, match="does not map tokens to the same ids"):
         LogOddsEnsemble(model, [1, 1], tokenizer=[smol_tokenizer, tokenizer])
-
-
-@pytest.mark.parametrize("module", [ensemble, members])
-def test_doctests(module):
-    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
-
-
-def test_numerics_doctests_of_the_ensemble_functions():
-    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    for function in (numerics.log_odds_of_scores, numerics.masked_weighted_sum):
-        for test in finder.find(function, globs=vars(numerics)):
-            runner.run(test)
-    assert runner.summarize(verbose=False).failed == 0

@@ -6,12 +6,11 @@ flags end with one ``logit-processors: error: ...`` line (exit status 2) before 
 
 from __future__ import annotations
 
-import doctest
 
 import pytest
 import torch
 
-from logit_processors import ContrastiveDecoding, LogOddsEnsemble, TokenMask, ensemble_cli
+from logit_processors import ContrastiveDecoding, LogOddsEnsemble, TokenMask
 from logit_processors.models import load
 from logit_processors.testing import tiny_gpt2_path as build_tiny_gpt2_path
 
@@ -118,7 +117,3 @@ def test_help_lists_the_flags(run):
     assert status == 0
     for flag in ("--ensemble", "--combine", "--primary-weight", "--contrastive", "--alpha", "--plausibility"):
         assert flag in out
-
-
-def test_doctests():
-    assert doctest.testmod(ensemble_cli).failed == 0

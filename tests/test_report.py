@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import html
 import io
 import json
@@ -131,11 +130,6 @@ def test_heat_scales_and_direction():
     assert heat("entropy", None) is None
     with pytest.raises(ValueError, match="color_by='rank'"):
         heat("rank", 1.0)
-
-
-def test_doctests():
-    result = doctest.testmod(report, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # --------------------------------------------------------------------------------------------
