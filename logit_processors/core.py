@@ -251,6 +251,20 @@ class DeviceCache:
         self._tensors.clear()
 
 
+def scratch_pair(
+    previous: tuple[torch.Tensor, torch.Tensor] | None, shape: torch.Size, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two scratch tensors for a processor's per-step ``[B, V]`` work: ``previous`` while it still
+    fits (same shape, dtype and device), else two new ones.
+
+    Kept from step to step so that the step allocates no large temporaries: a large allocation
+    repeated at every call is mapped fresh by the allocator and page-faulted each time.
+    """
+    if previous is not None and previous[0].shape == shape and previous[0].dtype == dtype and previous[0].device == device:
+        return previous
+    return torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device)
+
+
 # --------------------------------------------------------------------------------------------
 # Fully masked rows
 

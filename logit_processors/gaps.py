@@ -70,7 +70,7 @@ from typing import Any, NamedTuple
 import torch
 
 from . import numerics
-from .core import Processor, per_row, positive_int, token_ids
+from .core import Processor, per_row, positive_int, scratch_pair, token_ids
 
 #: The per-token statistics, in record order.
 STATISTICS: tuple[str, ...] = ("top_gap", "chosen_gap", "surprisal", "entropy", "rank")
@@ -815,10 +815,8 @@ class LogitGapMonitor(Processor):
 
     def _workspace(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two scratch tensors shaped like ``like`` (this step's log-probs), reused across steps."""
-        work = self._work
-        if work is None or work[0].shape != like.shape or work[0].dtype != like.dtype or work[0].device != like.device:
-            work = self._work = (torch.empty_like(like), torch.empty_like(like))
-        return work
+        self._work = scratch_pair(self._work, like.shape, like.dtype, like.device)
+        return self._work
 
     def _parents(self, input_ids: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Parent of each row, and whether this step starts a new generation (both on the device).

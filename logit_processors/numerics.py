@@ -219,7 +219,7 @@ def entropy(scores: torch.Tensor, dim: int = -1, work: tuple[torch.Tensor, torch
     in (float32; float64 for float64 scores), written into instead of allocating two
     ``[B, V]`` temporaries. A processor called at every step keeps and passes them: repeated
     large allocations are mapped fresh by the allocator and page-faulted at every call (on this
-    project's CPU that tripled the cost of :class:`~logit_processors.EntropyTemperature`).
+    project's CPU that made :class:`~logit_processors.EntropyTemperature` several times slower).
 
     Example:
         >>> import torch

@@ -11,7 +11,7 @@ import threading
 import torch
 
 from . import numerics
-from .core import DeviceCache, Processor, per_row, positive_finite_float
+from .core import DeviceCache, Processor, per_row, positive_finite_float, scratch_pair
 
 
 def divide_by_temperature(scores: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
@@ -137,11 +137,10 @@ class EntropyTemperature(Processor):
         return self.min_t + (self.max_t - self.min_t) * h.pow(self.exponent)
 
     def _work(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
-        work = getattr(self._scratch, "work", None)
-        if work is None or work[0].shape != scores.shape or work[0].dtype != dtype or work[0].device != scores.device:
-            work = self._scratch.work = tuple(torch.empty(scores.shape, dtype=dtype, device=scores.device) for _ in "yq")
-        return work
+        dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32  # numerics' reduction type
+        previous = getattr(self._scratch, "work", None)
+        self._scratch.work = scratch_pair(previous, scores.shape, dtype, scores.device)
+        return self._scratch.work
 
     def reset(self) -> None:
         """Frees the scratch tensors (they are rebuilt at the next call)."""
