@@ -37,9 +37,14 @@ NEG_INF = float("-inf")
 LOG_HALF = -math.log(2.0)
 
 
+def reduction_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The float type reductions of ``dtype`` scores run in: float64 stays, everything else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def as_float32(scores: torch.Tensor) -> torch.Tensor:
     """``scores`` in at least float32: half precision is upcast, float32/float64 returned as is."""
-    return scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
+    return scores if scores.dtype == reduction_dtype(scores.dtype) else scores.float()
 
 
 def finite_row_max(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -187,7 +192,7 @@ def _shifted_and_clamped(
     z = as_float32(scores)
     row_max = z.amax(dim=dim, keepdim=True)
     has_max = torch.isfinite(row_max)
-    y = torch.sub(z, torch.where(has_max, row_max, 0.0), out=out).clamp_min_(torch.finfo(z.dtype).min)
+    y = torch.sub(z, torch.where(has_max, row_max, 0.0), out=out).clamp_min_(_LOWEST_AND_NEXT[z.dtype][0])
     return y, has_max.squeeze(dim)
 
 

@@ -137,8 +137,8 @@ class EntropyTemperature(Processor):
         return self.min_t + (self.max_t - self.min_t) * h.pow(self.exponent)
 
     def _work(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32  # numerics' reduction type
         previous = getattr(self._scratch, "work", None)
+        dtype = numerics.reduction_dtype(scores.dtype)
         self._scratch.work = scratch_pair(previous, scores.shape, dtype, scores.device)
         return self._scratch.work
 

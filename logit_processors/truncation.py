@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from . import numerics
 from .core import EmptyRowPolicy, MaskingProcessor, positive_int, probability
 
 NEG_INF = float("-inf")
@@ -241,7 +242,7 @@ class TopP(MaskingProcessor):
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         # Half precision is decided in float32 (the documented semantics); the upcast is exact,
         # so a comparison there selects the same tokens of the original tensor.
-        work = scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
+        work = numerics.as_float32(scores)
         if scores.device.type != "cpu":
             remove = _hf_top_p_removal(work, self.p, self.min_tokens_to_keep)
             self.path_counts["full_sort"] += scores.shape[0]
