@@ -3,7 +3,7 @@
     python benchmarks/calibration.py [--quick] [--rounds 3] [--threads 1] [--json PATH]
     python benchmarks/calibration.py --memory-model gemma3-270m    # + peak memory, 262,144-token vocabulary
 
-The corpus is CPython's pydoc help topics (``logit_processors.testing.corpus``), the first
+The corpus is CPython's pydoc help topics (``logit_processors.models.tiny_gpt2.corpus``), the first
 ``--chars`` characters of each topic longer than 400 characters: even-numbered topics are the
 calibration text, odd-numbered ones the held-out text. Three sections, one run:
 
@@ -40,10 +40,11 @@ import torch
 from bench_io import write_json  # benchmarks/bench_io.py (this script's folder is on sys.path)
 
 from logit_processors.calibration import CalibratedTemperature, window_length
-from logit_processors.calibration_fit import TeacherForcedLogits, optimal_temperature, text_windows
-from logit_processors.calibration_metrics import Predictions
-from logit_processors.gaps import left_padded_inputs
-from logit_processors.testing import corpus
+from logit_processors.calibration.fit import optimal_temperature
+from logit_processors.calibration.metrics import Predictions
+from logit_processors.models.tiny_gpt2 import corpus
+from logit_processors.runtime.model_inputs import left_padded_inputs
+from logit_processors.runtime.streamed_logits import TeacherForcedLogits, text_windows
 
 FIT_TARGET = 1.5
 FIT_NAME = "CalibratedTemperature.fit time <= 1.5 x one forward pass over the calibration text (SmolLM2)"

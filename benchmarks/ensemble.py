@@ -52,9 +52,9 @@ from logit_processors.ensemble import combine_log_probs
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "examples"))
+from bench_io import write_json  # noqa: E402
 from generate_overhead import chat_inputs, load_smollm2  # noqa: E402  (same prompts and loading)
 from pydoc_gpt2 import load_pydoc_gpt2  # noqa: E402  (the second checkpoint, built once)
-from bench_io import write_json  # noqa: E402
 
 ROUNDS, LENGTH_ROUNDS = 5, 3
 THREADS = 1  # one thread: on a shared machine, OpenMP threads spin-waiting against other processes distort times

@@ -53,7 +53,7 @@ CASES = ("plain", "guarded", "guarded, no monitor")
 
 
 def load():
-    from logit_processors.detection_data import default_detector
+    from logit_processors.detection.datasets import default_detector
     from logit_processors.models import load as load_model
 
     model, tokenizer = load_model("smollm2", dtype=torch.float32, progress=False)
@@ -64,7 +64,7 @@ def load():
 def run_section(rounds: int = ROUNDS, threads: int | None = THREADS, new_tokens: int = NEW_TOKENS, loaded=None,
                 log=print) -> dict:
     """Time the three cases; returns ``{"meta", "rows", "targets", "checks"}`` and prints a table."""
-    from logit_processors.guard import guarded_generate
+    from logit_processors.detection.guard import guarded_generate
 
     previous_threads = torch.get_num_threads()
     if threads:

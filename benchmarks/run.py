@@ -22,15 +22,11 @@ whether each processor's output agreed with its Hugging Face baseline on the ben
 from __future__ import annotations
 
 import argparse
-import gc
 import math
 import os
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,11 +42,13 @@ from transformers import (
 from logit_processors import EntropyTemperature, MinP, Temperature, TokenMask, TopK, TopP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import generate_overhead  # benchmarks/generate_overhead.py: the generate() section
-from bench_io import write_json  # benchmarks/bench_io.py: one JSON writer for every section
 import calibration as calibration_bench  # benchmarks/calibration.py: fit time vs a forward pass, held-out figures
 import ensemble as ensemble_bench  # benchmarks/ensemble.py: ensemble cost vs its two models, length, baselines
+import generate_overhead  # benchmarks/generate_overhead.py: the generate() section
 import guard as guard_bench  # benchmarks/guard.py: guarded vs plain generation (attack detection)
+import mask_rule  # benchmarks/mask_rule.py: ColumnMask's method rule against the fastest method
+from bench_io import write_json  # benchmarks/bench_io.py: one JSON writer for every section
+from timing import Case, time_interleaved  # benchmarks/timing.py: the interleaved timer every section uses
 
 NEG_INF = float("-inf")
 BATCHES = (1, 8, 64)
@@ -112,57 +110,6 @@ def history_ids(batch: int, length: int, vocab: int, sequences: list[list[int]],
 
 # --------------------------------------------------------------------------------------------
 # Timing
-
-
-@dataclass
-class Case:
-    name: str
-    fn: Callable[[], object]
-    group: str  # which processor this case belongs to (for the table)
-    role: str  # "ours", "hf", "clone" or "floor" (the bare PyTorch kernel for the same result)
-    batch: int
-    vocab: int
-    note: str = ""
-    calls: int = 1
-    times: list[float] = field(default_factory=list)
-
-    @property
-    def median_us(self) -> float:
-        return statistics.median(self.times) * 1e6
-
-    @property
-    def min_us(self) -> float:
-        return min(self.times) * 1e6
-
-
-def time_interleaved(cases: list[Case], rounds: int, block_seconds: float) -> None:
-    """Per-call times of every case, over ``rounds`` interleaved rounds.
-
-    Each case first runs three times (warm-up: lazy initialisation, caches, TopP's learned
-    window); the fastest of those sets a block size of ``calls`` so that one block takes about
-    ``block_seconds``. Each round then times one block of every case, starting from a rotating
-    case.
-    """
-    for case in cases:
-        single = math.inf
-        for _ in range(3):
-            start = time.perf_counter()
-            case.fn()
-            single = min(single, time.perf_counter() - start)
-        case.calls = max(1, min(10_000, round(block_seconds / max(single, 1e-7))))
-    gc.collect()
-    gc.disable()
-    try:
-        for r in range(rounds):
-            order = cases[r % len(cases) :] + cases[: r % len(cases)]
-            for case in order:
-                fn, calls = case.fn, case.calls
-                start = time.perf_counter()
-                for _ in range(calls):
-                    fn()
-                case.times.append((time.perf_counter() - start) / calls)
-    finally:
-        gc.enable()
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,6 +376,8 @@ def run_processors(rounds: int, block: float) -> dict:
     rows = rows_from(all_cases)
     print()
     print_table(rows)
+    print()
+    rule = mask_rule.run_section(rounds, block)
     for note in notes:
         print(f"\nNOTE: {note}")
     disagreements = [c for c in checks if not c["agree"]]
@@ -436,7 +385,8 @@ def run_processors(rounds: int, block: float) -> dict:
         f"\nAgreement with the Hugging Face baseline on these inputs: {len(checks) - len(disagreements)}/{len(checks)} "
         "cases identical" + ("" if not disagreements else f"; DIFFER: {disagreements}")
     )
-    return {"rows": rows, "targets": evaluate_targets(rows), "checks": checks, "notes": notes}
+    return {"rows": rows, "targets": evaluate_targets(rows) + rule["targets"], "checks": checks, "notes": notes,
+            "mask_rule": rule["rows"]}
 
 
 SECTIONS = ("processors", "generate", "guard", "ensemble", "calibration")
@@ -539,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         "checks": (processors["checks"] if processors else []) + (generate["checks"] if generate else [])
         + (guard["checks"] if guard else []),
         "notes": processors["notes"] if processors else [],
+        "mask_rule": processors["mask_rule"] if processors else None,
         "generate": {"meta": generate["meta"], "rows": generate["rows"]} if generate else None,
         "guard": {"meta": guard["meta"], "rows": guard["rows"]} if guard else None,
         "ensemble": ensemble,

@@ -19,7 +19,7 @@ from transformers.utils import logging
 from logit_processors import CalibratedTemperature
 from logit_processors.calibration import report
 from logit_processors.models import load
-from logit_processors.testing import corpus
+from logit_processors.models.tiny_gpt2 import corpus
 
 logging.set_verbosity_error()
 torch.set_num_threads(1)  # steadier than 2 spin-waiting threads on a busy 2-core machine

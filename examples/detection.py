@@ -12,7 +12,7 @@ import torch
 from transformers.utils import logging
 
 from logit_processors import guarded_generate
-from logit_processors.detection_data import default_detector, load_attacks
+from logit_processors.detection.datasets import default_detector, load_attacks
 from logit_processors.models import load
 
 logging.set_verbosity_error()

@@ -10,7 +10,7 @@ import torch
 from transformers.utils import logging
 
 from logit_processors import Chain, PhraseBan, TokenMask, VocabFilter
-from logit_processors.testing import load_tiny_gpt2
+from logit_processors.models.tiny_gpt2 import load_tiny_gpt2
 
 logging.set_verbosity_error()
 logging.disable_progress_bar()

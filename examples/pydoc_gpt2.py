@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from logit_processors.testing import corpus, default_cache_dir, padded_width
+from logit_processors.models.tiny_gpt2 import corpus, default_cache_dir, padded_width
 
 RECIPE = {
     "version": 3,

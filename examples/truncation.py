@@ -13,7 +13,7 @@ import torch
 from transformers.utils import logging
 
 from logit_processors import Chain, MinP, Temperature, TopK, TopP, numerics
-from logit_processors.testing import load_tiny_gpt2
+from logit_processors.models.tiny_gpt2 import load_tiny_gpt2
 
 logging.set_verbosity_error()
 logging.disable_progress_bar()

@@ -3,18 +3,21 @@
 Logits are log-counts; temperature divides them, masks set them to ``-inf``, ensembles add
 log-probabilities or log-odds, calibration makes confidences mean what they say, and the gaps
 between logits are margins that reveal uncertainty or manipulation.
+
+One room per capability (README, "Layout"): :mod:`.processors`, :mod:`.ensemble`, :mod:`.gaps`,
+:mod:`.calibration`, :mod:`.detection`, :mod:`.report` and :mod:`.cli`, on the ground floor of
+:mod:`.numerics`, :mod:`.validate` and the contract in :mod:`.core`, with :mod:`.runtime` (models
+run beside ``generate()``) and :mod:`.models` (loading) in between. The names below are the
+public face; everything else is reached by its module path.
 """
 
+from .version import __version__  # noqa: I001  (first: nothing below may need the package half-imported)
 from .calibration import CalibratedTemperature, calibrate_members
 from .core import Chain, MaskingProcessor, Processor
-from .detection import DetectionResult, Detector
-from .ensemble import ContrastiveDecoding, LogOddsEnsemble
-from .gaps import LogitGapMonitor
-from .guard import GapGuard, guarded_generate
-from .masking import TokenMask, VocabFilter
-from .phrase_ban import PhraseBan
-from .temperature import EntropyTemperature, Temperature
-from .truncation import MinP, TopK, TopP
+from .detection import DetectionResult, Detector, GapGuard, RefusalGap, guarded_generate
+from .ensemble import ContrastiveDecoding, LogOddsEnsemble, combine_log_probs
+from .gaps import LogitGapMonitor, Trace, gap_stats, token_stats
+from .processors import EntropyTemperature, MinP, PhraseBan, Temperature, TokenMask, TopK, TopP, VocabFilter
 
 __all__ = [
     "CalibratedTemperature",
@@ -30,12 +33,17 @@ __all__ = [
     "MinP",
     "PhraseBan",
     "Processor",
+    "RefusalGap",
     "Temperature",
     "TokenMask",
     "TopK",
     "TopP",
+    "Trace",
     "VocabFilter",
+    "__version__",
     "calibrate_members",
+    "combine_log_probs",
+    "gap_stats",
     "guarded_generate",
+    "token_stats",
 ]
-__version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The processor contract: base class, chaining, validation, caches and the fully-masked-row policy.
+"""The processor contract: base class, chaining, caches and the fully-masked-row policy.
 
 Every processor in this library:
 
@@ -24,19 +24,14 @@ Example:
 from __future__ import annotations
 
 import inspect
-import math
-import numbers
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Literal
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from . import numerics
-
-NEG_INF = float("-inf")
-EmptyRowPolicy = Literal["raise", "keep_eos"]
-EMPTY_ROW_POLICIES: tuple[str, ...] = ("raise", "keep_eos")
+from .numerics import NEG_INF
+from .validate import EmptyRowPolicy, check_call, check_empty_policy, check_ids_in_range
 
 
 class Processor(LogitsProcessor):
@@ -124,103 +119,6 @@ class Chain(LogitsProcessorList):
 
 def _takes_kwargs(proc: object) -> bool:
     return len(inspect.signature(proc.__call__).parameters) > 2
-
-
-# --------------------------------------------------------------------------------------------
-# Validation. Host-side checks only: shapes and dtypes are metadata, reading them never syncs.
-
-
-def check_call(input_ids: torch.Tensor, scores: torch.Tensor) -> None:
-    """Validate a processor call's arguments (shapes and dtypes; never reads tensor data)."""
-    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or not scores.is_floating_point():
-        raise ValueError(
-            f"scores must be a float tensor of shape [batch, vocab]; got {_describe(scores)}"
-        )
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be a tensor of shape [batch, length]; got {_describe(input_ids)}")
-    if input_ids.shape[0] != scores.shape[0]:
-        raise ValueError(
-            f"input_ids has {input_ids.shape[0]} rows but scores has {scores.shape[0]}; they must match"
-        )
-
-
-def _describe(x: object) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
-    return f"{type(x).__name__} {x!r}"
-
-
-def positive_finite_float(name: str, value: object) -> float:
-    """``value`` as a float, or a ValueError naming ``name`` unless it is finite and > 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
-    return value
-
-
-def probability(name: str, value: object, *, allow_zero: bool = True, allow_one: bool = True) -> float:
-    """``value`` as a float in [0, 1] (ends as allowed), or a ValueError naming ``name``."""
-    low = "[" if allow_zero else "("
-    high = "]" if allow_one else ")"
-    bad = isinstance(value, bool) or not isinstance(value, numbers.Real)
-    if not bad:
-        value = float(value)
-        bad = (
-            math.isnan(value)
-            or value < 0
-            or value > 1
-            or (value == 0 and not allow_zero)
-            or (value == 1 and not allow_one)
-        )
-    if bad:
-        raise ValueError(f"{name} must be a number in {low}0, 1{high}; got {value!r}")
-    return float(value)
-
-
-def positive_int(name: str, value: object) -> int:
-    """``value`` as an int >= 1, or a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def token_ids(name: str, ids: Iterable[int], vocab_size: int | None = None) -> list[int]:
-    """Sorted unique token ids; ValueError naming ``name`` and the bad ids if any is invalid."""
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
-        raise ValueError(f"{name} must be an iterable of token ids (ints); got {ids!r}")
-    ids = list(ids)
-    non_ints = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
-    if non_ints:
-        raise ValueError(f"{name} must contain integer token ids; got non-integers {non_ints[:10]!r}")
-    negative = sorted({int(i) for i in ids if i < 0})
-    if negative:
-        raise ValueError(f"{name} contains negative token ids {negative[:10]}; ids must be >= 0")
-    if vocab_size is not None:
-        check_ids_in_range(name, ids, vocab_size)
-    return sorted({int(i) for i in ids})
-
-
-def check_ids_in_range(name: str, ids: Sequence[int], vocab_size: int) -> None:
-    too_big = sorted({int(i) for i in ids if i >= vocab_size})
-    if too_big:
-        raise ValueError(
-            f"{name} contains token ids {too_big[:10]} outside the vocabulary; "
-            f"allowed ids are 0..{vocab_size - 1} (scores have {vocab_size} columns)"
-        )
-
-
-def check_empty_policy(on_empty: str, eos_token_id: int | Sequence[int] | None) -> list[int]:
-    """Validate an ``on_empty`` policy; returns the EOS ids that ``keep_eos`` will keep."""
-    if on_empty not in EMPTY_ROW_POLICIES:
-        raise ValueError(f"on_empty must be one of {EMPTY_ROW_POLICIES}; got {on_empty!r}")
-    if on_empty != "keep_eos":
-        return []
-    if eos_token_id is None:
-        raise ValueError('on_empty="keep_eos" needs eos_token_id (an int or a list of ints); got None')
-    ids = [eos_token_id] if isinstance(eos_token_id, numbers.Integral) else list(eos_token_id)
-    return token_ids("eos_token_id", ids)
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,21 +224,3 @@ class MaskingProcessor(Processor):
             return columns
 
         return build
-
-
-def per_row(name: str, values: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Match a per-row tensor of length n to a batch of B rows.
-
-    n == B: used as is. B a multiple of n: ``generate()`` expanded each prompt to B / n
-    consecutive rows (``num_return_sequences``, beams), so each value is repeated in that order.
-    Anything else is a ValueError naming ``name``.
-    """
-    n = values.shape[0]
-    if n == batch_size:
-        return values
-    if n > 0 and batch_size % n == 0:
-        return values.repeat_interleave(batch_size // n, dim=0)
-    raise ValueError(
-        f"{name} has {n} rows but the batch has {batch_size}; it must have one row per batch row, "
-        f"or one per prompt when generate() expands each prompt to several rows (B a multiple of {n})"
-    )

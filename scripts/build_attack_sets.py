@@ -23,7 +23,7 @@ from pathlib import Path
 
 from optimize_suffixes import printable_ascii_tokens
 
-from logit_processors.detection_data import load_benign
+from logit_processors.detection.datasets import load_benign
 from logit_processors.models import load
 
 DATA = Path(__file__).resolve().parent.parent / "logit_processors" / "data"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from logit_processors.detection import Detector
-from logit_processors.detection_data import DETECTOR_FILES, load_benign
+from logit_processors.detection.datasets import DETECTOR_FILES, load_benign
 from logit_processors.models import load
 
 OUT = Path(__file__).resolve().parent.parent / "logit_processors" / "data" / DETECTOR_FILES["smollm2"]

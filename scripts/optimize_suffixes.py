@@ -43,10 +43,11 @@ from pathlib import Path
 
 import torch
 
-from logit_processors.detection_data import load_benign
+from logit_processors.detection.datasets import load_benign
+from logit_processors.detection.refusal_gap import RefusalGap
 from logit_processors.models import load
-from logit_processors.prompt_stats import cache_kwarg, encode_prompt, output_cache
-from logit_processors.refusal_gap import RefusalGap
+from logit_processors.runtime.model_inputs import cache_kwarg, output_cache
+from logit_processors.runtime.prompts import encode_prompt
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "logit_processors" / "data" / "attacks_optimized.jsonl"
 

@@ -14,17 +14,18 @@ import math
 import pytest
 import torch
 
-from logit_processors import LogOddsEnsemble, Temperature, calibration_fit
+from logit_processors import LogOddsEnsemble, Temperature
 from logit_processors.calibration import (
     CalibratedTemperature,
     calibrate_members,
     evaluate,
     optimal_temperature,
     report,
-    text_windows,
 )
-from logit_processors.calibration_metrics import Predictions
-from logit_processors.testing import corpus, load_tiny_gpt2
+from logit_processors.calibration.metrics import Predictions
+from logit_processors.models.tiny_gpt2 import corpus, load_tiny_gpt2
+from logit_processors.runtime import streamed_logits
+from logit_processors.runtime.streamed_logits import text_windows
 
 FIT_TEXTS = slice(0, 4)  # ~4,700 positions
 HELDOUT_TEXTS = slice(6, 9)
@@ -86,7 +87,7 @@ def test_fit_streams_the_lm_head_in_bounded_chunks(tiny_gpt2, texts, monkeypatch
     and the fit is unchanged (the same nodes, so the same sums up to float rounding)."""
     model, tokenizer = tiny_gpt2
     vocab = model.get_output_embeddings().weight.shape[0]
-    monkeypatch.setattr(calibration_fit, "CHUNK_ELEMENTS", 64 * vocab)
+    monkeypatch.setattr(streamed_logits, "CHUNK_ELEMENTS", 64 * vocab)
     rows = []
     hook = model.get_output_embeddings().register_forward_hook(
         lambda module, inputs, output: rows.append(inputs[0].reshape(-1, inputs[0].shape[-1]).shape[0]))

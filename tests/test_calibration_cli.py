@@ -9,9 +9,11 @@ import torch
 
 from logit_processors import Temperature, cli
 from logit_processors.calibration import CalibratedTemperature
+from logit_processors.cli.processors import build_processors
 from logit_processors.models import load
-from logit_processors.testing import corpus
-from logit_processors.testing import tiny_gpt2_path as build_tiny_gpt2_path
+from logit_processors.models.tiny_gpt2 import corpus
+from logit_processors.models.tiny_gpt2 import tiny_gpt2_path as build_tiny_gpt2_path
+from logit_processors.runtime.generation import run_generate
 
 pytestmark = pytest.mark.integration
 
@@ -80,13 +82,13 @@ def test_generate_with_the_calibration_samples_at_its_temperature(run, calibrate
     # The same sampling with Temperature(T) in its place: the same tokens.
     model, tokenizer = load(tiny_gpt2_path, progress=False)
     inputs = tokenizer([PROMPT], return_tensors="pt")
-    expected = cli.run_generate(model, inputs, [Temperature(temperature)], greedy=False, max_new_tokens=12, seed=4)
+    expected = run_generate(model, inputs, [Temperature(temperature)], greedy=False, max_new_tokens=12, seed=4)
     text = tokenizer.decode(expected.sequences[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert out.strip() == text.strip()
     # And it is applied first, before --temperature: the two temperatures multiply.
     status, out_both, err = run("generate", PROMPT, "--model", tiny_gpt2_path, "--calibration", path,
                                 "--temperature", 2.0, "--max-new-tokens", 12, "--seed", 4)
-    expected = cli.run_generate(model, inputs, [Temperature(temperature * 2.0)], greedy=False, max_new_tokens=12, seed=4)
+    expected = run_generate(model, inputs, [Temperature(temperature * 2.0)], greedy=False, max_new_tokens=12, seed=4)
     assert out_both.strip() == tokenizer.decode(expected.sequences[0, inputs["input_ids"].shape[1]:],
                                                 skip_special_tokens=True).strip()
 
@@ -94,11 +96,11 @@ def test_generate_with_the_calibration_samples_at_its_temperature(run, calibrate
 def test_build_processors_puts_the_calibration_first(calibrated, tiny_gpt2_path):
     path, _, _ = calibrated
     args = cli.build_parser().parse_args(["generate", PROMPT, "--calibration", str(path), "--temperature", "0.5"])
-    from logit_processors import calibration_cli
+    from logit_processors.cli import calibrate as calibration_cli
 
     calibration_cli.check_flags(args)
     _, tokenizer = load(tiny_gpt2_path, progress=False)
-    processors = cli.build_processors(args, tokenizer, 2048)
+    processors = build_processors(args, tokenizer, 2048)
     assert isinstance(processors[0], CalibratedTemperature) and isinstance(processors[1], Temperature)
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from logit_processors import numerics
-from logit_processors.calibration_fit import fit_temperature, optimal_temperature, text_windows
+from logit_processors.calibration.fit import fit_temperature, optimal_temperature
+from logit_processors.runtime.streamed_logits import text_windows
 
 
 def synthetic(n: int, vocab: int, true_temperature: float, seed: int, scale: float = 3.0):

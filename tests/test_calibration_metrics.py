@@ -13,10 +13,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logit_processors.calibration_metrics import (
+from logit_processors.calibration.diagrams import plot_reliability
+from logit_processors.calibration.metrics import (
     Predictions,
     expected_calibration_error,
-    plot_reliability,
     reliability_bins,
     top_label_brier,
 )

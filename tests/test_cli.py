@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from real_models import require_named_model
 
-from logit_processors import Temperature, TopK, cli
+from logit_processors import Temperature, TopK
 from logit_processors.gaps import Trace, token_stats
 from logit_processors.models import load
+from logit_processors.runtime.generation import SAMPLING_WARPER_FIELDS, neutral_sampling_settings, run_generate
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "The if statement"
@@ -196,7 +198,7 @@ def test_generation_config_adds_no_warpers(sampling_config_model):
     inputs = dict(tokenizer([PROMPT], return_tensors="pt"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # and asking them off warns about nothing
-        out = cli.run_generate(model, inputs, [Temperature(0.7)], greedy=False, max_new_tokens=6, seed=0,
+        out = run_generate(model, inputs, [Temperature(0.7)], greedy=False, max_new_tokens=6, seed=0,
                                output_scores=True, output_logits=True)
     # The scores tokens were drawn from are exactly our processors applied to the raw logits:
     # no temperature 0.05, top-k 2, top-p, min-p or typical-p from the config, no global top_k=50.
@@ -220,8 +222,8 @@ def test_generation_config_does_not_change_the_command(run, tiny, sampling_confi
 def test_neutral_settings_cover_every_warper_field():
     from transformers import GenerationConfig
 
-    settings = cli.neutral_sampling_settings()
-    assert set(settings) == {f for f in cli.SAMPLING_WARPER_FIELDS if hasattr(GenerationConfig(), f)}
+    settings = neutral_sampling_settings()
+    assert set(settings) == {f for f in SAMPLING_WARPER_FIELDS if hasattr(GenerationConfig(), f)}
     assert {"temperature", "top_k", "top_p"} <= set(settings) and set(settings.values()) == {None}
 
 
@@ -229,7 +231,7 @@ def test_neutral_settings_cover_every_warper_field():
 def test_greedy_with_processors_equals_plain_greedy_with_the_same_processors(tiny):
     _, model, tokenizer = tiny
     inputs = dict(tokenizer([PROMPT], return_tensors="pt"))
-    ours = cli.run_generate(model, inputs, [TopK(5)], greedy=True, max_new_tokens=8).sequences
+    ours = run_generate(model, inputs, [TopK(5)], greedy=True, max_new_tokens=8).sequences
     reference = greedy_reference(model, tokenizer, PROMPT, 8, [TopK(5)])
     assert torch.equal(ours[0, inputs["input_ids"].shape[1]:], reference)
 
@@ -409,11 +411,7 @@ def test_errors_in_a_subprocess_have_no_traceback():
 
 
 def _require_smollm2():
-    from logit_processors import models
-
-    spec = models.NAMED_MODELS["smollm2"]
-    if not models._package_present(spec) and not models._is_current(models.resolve_cache_dir("smollm2"), spec):
-        pytest.skip(f"smollm2 needs its package: {spec.pip_command}")
+    require_named_model("smollm2")
 
 
 @pytest.mark.real_model

@@ -5,7 +5,8 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper
 
 from logit_processors import Chain, Processor, Temperature, TokenMask
-from logit_processors.core import DeviceCache, per_row
+from logit_processors.core import DeviceCache
+from logit_processors.validate import per_row
 
 IDS = torch.zeros(2, 3, dtype=torch.long)
 

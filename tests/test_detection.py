@@ -16,20 +16,21 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logit_processors.detection import (
+from logit_processors.detection import Detector
+from logit_processors.detection.baselines import PerplexityFilter, WindowedPerplexityFilter, window_means
+from logit_processors.detection.datasets import ATTACK_SETS, load_attacks, load_benign
+from logit_processors.detection.detector import (
     DEFAULT_WEIGHTS,
     POSITION_BUCKETS,
-    Detector,
     conformal_threshold,
     cusum,
     cusum_span,
     position_buckets,
 )
-from logit_processors.detection_baselines import PerplexityFilter, WindowedPerplexityFilter, window_means
-from logit_processors.detection_data import ATTACK_SETS, load_attacks, load_benign
-from logit_processors.detection_eval import Row, auroc, check_targets, roc_curve, threshold_at_fpr, tpr_at_fpr
+from logit_processors.detection.evaluation import Row, auroc, check_targets, roc_curve, threshold_at_fpr, tpr_at_fpr
+from logit_processors.detection.prompt_stats import FEATURES, PromptStats
 from logit_processors.gaps import GapStats
-from logit_processors.prompt_stats import FEATURES, EncodedPrompt, PromptStats
+from logit_processors.runtime.prompts import EncodedPrompt
 
 # --------------------------------------------------------------------------------------------
 # Synthetic prompts

@@ -14,13 +14,15 @@ import json
 
 import pytest
 import torch
+from real_models import require_named_model
 
 from logit_processors import models
 from logit_processors.cli import main
 from logit_processors.detection import Detector
-from logit_processors.detection_data import DETECTOR_FILES, data_path, default_detector, load_attacks, load_benign
-from logit_processors.guard import guarded_generate
-from logit_processors.prompt_stats import encode_prompt, prompt_stats
+from logit_processors.detection.datasets import DETECTOR_FILES, data_path, default_detector, load_attacks, load_benign
+from logit_processors.detection.guard import guarded_generate
+from logit_processors.detection.prompt_stats import prompt_stats
+from logit_processors.runtime.prompts import encode_prompt
 
 pytestmark = [pytest.mark.real_model, pytest.mark.usefixtures("one_thread")]
 
@@ -31,9 +33,7 @@ CLEAR_ATTACKS = {"random": ("rnd000", "rnd001", "rnd002"), "optimized": ("opt00"
 
 @pytest.fixture(scope="module")
 def smollm2():
-    spec = models.NAMED_MODELS["smollm2"]
-    if not models._package_present(spec) and not models._is_current(models.resolve_cache_dir("smollm2"), spec):
-        pytest.skip(f"smollm2 needs its package: {spec.pip_command}")
+    require_named_model("smollm2")
     return models.load("smollm2", progress=False)
 
 

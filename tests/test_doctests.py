@@ -1,22 +1,33 @@
-"""Every docstring example in the package runs and prints what it says (examples marked
-``# doctest: +SKIP`` need a real model or tokenizer and are exercised by the other tests)."""
+"""Every docstring example in the package runs and prints what it says, subpackages included.
+
+Examples that need a model use the tiny offline GPT-2 (built once, cached) or the embedded
+SmolLM2; the few marked ``# doctest: +SKIP`` need something unavailable offline (a hub id) or
+too slow for a docstring, and are exercised by the other tests (tests/test_layout.py counts them)."""
 
 import doctest
 import importlib
+import inspect
 import pkgutil
 
 import pytest
+from real_models import require_named_model
 
 import logit_processors
 
 MODULES = sorted(
-    name for _, name, _ in pkgutil.iter_modules(logit_processors.__path__, prefix="logit_processors.")
-    if name != "logit_processors.__main__"
+    name for _, name, _ in pkgutil.walk_packages(logit_processors.__path__, prefix="logit_processors.")
+    if not name.endswith("__main__")
 )
+
+
+# Examples that run the embedded SmolLM2 (offline, from its PyPI package or the cache).
+NEEDS_SMOLLM2 = ('load("smollm2")', "load()", '("smollm2")')
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
+    if any(needle in inspect.getsource(module) for needle in NEEDS_SMOLLM2):
+        require_named_model("smollm2")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples failed in {name}"

@@ -12,10 +12,12 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from real_models import require_named_model
 
 from logit_processors import ContrastiveDecoding, LogOddsEnsemble, numerics
-from logit_processors.ensemble import check_same_vocabulary, combine_log_probs, temperature_value
-from logit_processors.members import CachedMembers
+from logit_processors.ensemble import check_same_vocabulary, combine_log_probs
+from logit_processors.ensemble.combine import temperature_value
+from logit_processors.runtime.members import CachedMembers
 
 NEG_INF = float("-inf")
 finite = st.floats(min_value=-40, max_value=40, allow_nan=False, width=32)
@@ -424,14 +426,10 @@ def test_repr(tiny):
 
 @pytest.mark.real_model
 def test_smollm2_and_the_tiny_gpt2_tokenizers_are_refused(tiny):
-    from logit_processors import models as model_loading
+    from logit_processors.models import load
 
-    spec = model_loading.NAMED_MODELS["smollm2"]
-    if not model_loading._package_present(spec) and not model_loading._is_current(
-        model_loading.resolve_cache_dir("smollm2"), spec
-    ):
-        pytest.skip(f"smollm2 needs its package: {spec.pip_command}")
+    require_named_model("smollm2")
     model, tokenizer = tiny
-    smol_model, smol_tokenizer = model_loading.load("smollm2", progress=False)
+    smol_model, smol_tokenizer = load("smollm2", progress=False)
     with pytest.raises(ValueError, match="does not map tokens to the same ids"):
         LogOddsEnsemble(model, [1, 1], tokenizer=[smol_tokenizer, tokenizer])

@@ -6,13 +6,12 @@ flags end with one ``logit-processors: error: ...`` line (exit status 2) before 
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
 from logit_processors import ContrastiveDecoding, LogOddsEnsemble, TokenMask
 from logit_processors.models import load
-from logit_processors.testing import tiny_gpt2_path as build_tiny_gpt2_path
+from logit_processors.models.tiny_gpt2 import tiny_gpt2_path as build_tiny_gpt2_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 PROMPT = "The if statement"

@@ -19,7 +19,7 @@ from transformers import GPT2LMHeadModel
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
 
 from logit_processors import Chain, ContrastiveDecoding, LogOddsEnsemble, TokenMask
-from logit_processors.testing import load_tiny_gpt2
+from logit_processors.models.tiny_gpt2 import load_tiny_gpt2
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 

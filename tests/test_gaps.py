@@ -17,14 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from logit_processors import numerics
-from logit_processors.gaps import (
-    DEFAULT_TOP_K,
-    GapStats,
-    LogitGapMonitor,
-    SequenceTrace,
-    Trace,
-    gap_stats,
-)
+from logit_processors.gaps import DEFAULT_TOP_K, GapStats, LogitGapMonitor, SequenceTrace, Trace, gap_stats
 
 INF = math.inf
 

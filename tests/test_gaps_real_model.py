@@ -27,6 +27,7 @@ import math
 
 import pytest
 import torch
+from real_models import require_named_model
 
 from logit_processors import models
 from logit_processors.gaps import LogitGapMonitor, Trace, token_stats
@@ -63,9 +64,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def smollm2():
-    spec = models.NAMED_MODELS["smollm2"]
-    if not models._package_present(spec) and not models._is_current(models.resolve_cache_dir("smollm2"), spec):
-        pytest.skip(f"smollm2 needs its package: {spec.pip_command}")
+    require_named_model("smollm2")
     model, tokenizer = models.load("smollm2", progress=False)
     assert model.dtype == torch.float32
     return model, tokenizer

@@ -21,6 +21,7 @@ import torch
 from transformers import LogitsProcessorList, pipeline
 
 from logit_processors import Chain, EntropyTemperature, Processor, Temperature, TokenMask, VocabFilter
+from logit_processors.processors import truncation
 
 pytestmark = pytest.mark.integration
 
@@ -399,7 +400,6 @@ def test_pipeline_accepts_a_chain(tiny_gpt2):
 )
 def test_truncation_samples_like_the_hf_warper(tiny_gpt2, name, arg, hf_kwargs):
     """Our TopK/TopP/MinP keep the same tokens as HF's warpers: same seed, same samples."""
-    truncation = pytest.importorskip("logit_processors.truncation")
     processor = getattr(truncation, name)(arg)
     model, tokenizer = tiny_gpt2
     ours, out = generate(

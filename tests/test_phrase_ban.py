@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transformers.generation.logits_process import NoBadWordsLogitsProcessor
 
-import logit_processors.phrase_ban as phrase_ban_module
+import logit_processors.processors.phrase_ban as phrase_ban_module
 from logit_processors import Chain, PhraseBan, TokenMask
-from logit_processors.phrase_ban import phrase_variants
+from logit_processors.processors.phrase_ban import phrase_variants
 
 NEG_INF = float("-inf")
 
@@ -34,6 +34,7 @@ def masked(out: torch.Tensor) -> torch.Tensor:
 def tokenizer():
     """A real byte-level BPE tokenizer (vocab 1000) trained on Python's own help text (~1 s)."""
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from logit_processors import PhraseBan
-from logit_processors.phrase_ban import phrase_variants
+from logit_processors.processors.phrase_ban import phrase_variants
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from logit_processors.refusal_gap import DEFAULT_AFFIRMATION, DEFAULT_REFUSAL, RefusalGap, opener_token_ids
+from logit_processors.detection.refusal_gap import DEFAULT_AFFIRMATION, DEFAULT_REFUSAL, RefusalGap, opener_token_ids
 
 pytestmark = pytest.mark.integration
 

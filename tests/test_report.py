@@ -17,7 +17,7 @@ import torch
 
 from logit_processors import LogitGapMonitor, report
 from logit_processors.gaps import Trace, token_stats
-from logit_processors.report import heat, plot_trace, rich_table, save_html, trace_html, visible_token
+from logit_processors.report import heat, plot_trace, rich_table, save_html, style, trace_html, visible_token
 
 # Markup characters, a tab, a blank line and runs of spaces: the tokens HTML must escape or show.
 TEXT = 'if a < b && c > "d":\n\treturn x  # <done>\n\n'
@@ -114,9 +114,9 @@ def test_visible_token():
 
 
 def test_format_numbers():
-    assert report._format(-1e-7) == "0.00" and report._format(-0.5) == "-0.50"
-    assert report._format(math.nan) == "–" and report._format(math.inf) == "inf" and report._format(None) == "–"
-    assert report._format(3) == "3"
+    assert style.format_number(-1e-7) == "0.00" and style.format_number(-0.5) == "-0.50"
+    assert style.format_number(math.nan) == "–" and style.format_number(math.inf) == "inf" and style.format_number(None) == "–"
+    assert style.format_number(3) == "3"
 
 
 def test_heat_scales_and_direction():
@@ -371,5 +371,5 @@ def test_prompt_lengths_default_from_positions():
     hostile = hostile_trace()
     seq = hostile[0]
     shifted = type(seq)(**{**seq.__dict__, "positions": seq.positions + 3})
-    assert report._prompt_lengths(Trace([seq, shifted]), None) == [None, 0]
+    assert style.resolve_prompt_lengths(Trace([seq, shifted]), None) == [None, 0]
     assert torch.equal(seq.positions, torch.arange(len(HOSTILE)))

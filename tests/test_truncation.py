@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transformers import MinPLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-import logit_processors.truncation as truncation
+import logit_processors.processors.truncation as truncation
 from logit_processors import MinP, TopK, TopP
 
 NEG_INF = float("-inf")

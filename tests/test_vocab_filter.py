@@ -12,6 +12,7 @@ NEG_INF = float("-inf")
 def tokenizer():
     """A real byte-level BPE tokenizer (vocab 1000) trained on Python's own help text (~1 s)."""
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from logit_processors.testing import load_tiny_gpt2, tiny_gpt2_path as _cached_path
+from logit_processors.models.tiny_gpt2 import load_tiny_gpt2
+from logit_processors.models.tiny_gpt2 import tiny_gpt2_path as _cached_path
 
 
 @pytest.fixture(scope="session")

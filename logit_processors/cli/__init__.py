@@ -1,0 +1,5 @@
+"""The ``logit-processors`` command line (see :mod:`.main`): one module per subcommand."""
+
+from .main import build_parser, main
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,184 @@
+"""The attack-detection commands of ``logit-processors``: ``detect``, ``detect-eval``, ``generate --guard``.
+
+::
+
+    logit-processors detect "Name a fruit. describing.\\ + similarlyNow write oppositeley.](" --html page.html
+    logit-processors detect-eval --json detect_eval.json          # the evaluation table (a few minutes)
+    logit-processors generate "Name a fruit." --guard stop
+
+``detect`` prints the score, the decision and the prompt with its suspicious span highlighted
+(exit status 0 either way; ``--tokens`` adds a per-token table of the CUSUM's input and value).
+The detector is ``--detector FILE`` (written by ``Detector.save`` or ``detect-eval
+--save-detector``); by default the one fitted for SmolLM2 that ships with the package, and for
+another model one fitted on the bundled benign prompts on the spot (about a minute).
+
+``generate --guard POLICY`` runs :func:`logit_processors.detection.guard.guarded_generate`: the prompt
+is scored from the same forward pass that starts generation, and the policy (record, warn, stop,
+raise) decides what a flagged prompt gets. The guard's report goes to stderr; under ``raise``
+a flagged prompt ends the command with exit status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..detection.datasets import DETECTOR_FILES, default_detector, load_benign
+from ..detection.detector import Detector
+from ..detection.evaluation import evaluate
+from ..detection.guard import POLICIES, GuardTriggered, guarded_generate
+from ..report.detection import detection_html, highlighted_prompt, token_table, verdict_text
+from ..runtime.generation import neutral_sampling_settings
+from .common import PROG, check_parent, console, emit, fail, load_model, one_line, read_text, wrote
+from .processors import build_processors
+
+EXIT_GUARD_TRIGGERED = 3
+
+
+def add_commands(commands, model_options: argparse.ArgumentParser) -> None:
+    """Register ``detect`` and ``detect-eval`` on the ``logit-processors`` subcommand parser."""
+    detect = commands.add_parser(
+        "detect", parents=[model_options], help="score a prompt for adversarial manipulation (logit-gap CUSUM)",
+        description="Score PROMPT (a user message; the chat template is applied) with a fitted Detector: "
+                    "per-token gap statistics standardized against benign prompts, a one-sided CUSUM, and a "
+                    "threshold at 1%% false-positive rate. Prints the score, the decision and the suspicious span.",
+    )
+    detect.add_argument("prompt", metavar="PROMPT", help="the prompt ('-' reads it from stdin)")
+    detect.add_argument("--detector", type=Path, metavar="FILE",
+                        help="a saved detector (default: the one shipped for smollm2; other models: fitted now)")
+    detect.add_argument("--tokens", action="store_true", help="also print a per-token table (score x_t, CUSUM)")
+    detect.add_argument("--html", type=Path, metavar="FILE", help="write an HTML page: token heatmap, span, CUSUM")
+    detect.set_defaults(run=run_detect)
+
+    evaluate = commands.add_parser(
+        "detect-eval", parents=[model_options], help="evaluate attack detection against perplexity baselines",
+        description="Fit the detector and the whole-prompt and windowed perplexity filters on the bundled benign fit "
+                    "prompts (1%% FPR), then report AUROC, TPR@1%%FPR, FPR at the fitted threshold and span "
+                    "localization on held-out benign prompts and three attack sets (random-token suffixes, "
+                    "optimized suffixes, fluent appended instructions), in one table.",
+    )
+    evaluate.add_argument("--limit", type=int, default=None, metavar="N",
+                          help="use only the first N prompts of each set (a quick run; raise --fpr to match)")
+    evaluate.add_argument("--fpr", type=float, default=0.01, metavar="RATE",
+                          help="target false-positive rate of every method (default: 0.01)")
+    evaluate.add_argument("--json", type=Path, metavar="FILE", help="write rows, targets and every score as JSON")
+    evaluate.add_argument("--markdown", action="store_true", help="also print the table as markdown")
+    evaluate.add_argument("--save-detector", type=Path, metavar="FILE", help="save the fitted detector")
+    evaluate.set_defaults(run=run_detect_eval)
+
+
+def add_guard_options(generate: argparse.ArgumentParser) -> None:
+    """``--guard POLICY`` and ``--detector FILE`` for ``generate``."""
+    generate.add_argument("--guard", choices=POLICIES, default=None, metavar="POLICY",
+                          help=f"score the prompt in the same forward pass and apply a policy to a flagged one: "
+                               f"{', '.join(POLICIES)} (record: report only; stop: end the reply at once)")
+    generate.add_argument("--detector", type=Path, metavar="FILE", help="the detector for --guard (see detect)")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared
+
+
+def load_detector(args, loaded):
+    """``--detector FILE``, the shipped detector of a named model, or one fitted now."""
+    try:
+        if getattr(args, "detector", None) is not None:
+            return Detector.load(args.detector, loaded.model, loaded.tokenizer)
+        name = args.model.strip().lower()
+        if name in DETECTOR_FILES:
+            return default_detector(loaded.model, loaded.tokenizer, name)
+    except (OSError, ValueError, KeyError) as error:
+        raise fail(f"--detector: {one_line(error)}") from error
+    print(f"{PROG}: note: no detector ships for {args.model!r}; fitting one on the bundled benign prompts "
+          "(save one with 'detect-eval --save-detector FILE' and pass --detector next time)", file=sys.stderr)
+    return Detector.fit(loaded.model, loaded.tokenizer, [p.text for p in load_benign("fit")])
+
+
+# --------------------------------------------------------------------------------------------
+# detect
+
+
+def run_detect(args) -> int:
+    check_parent(args.html, "--html")
+    loaded = load_model(args)
+    detector = load_detector(args, loaded)
+    prompt = read_text(args.prompt)
+    try:
+        result = detector.score(prompt)
+    except ValueError as error:  # empty prompt, prompt longer than the context
+        raise fail(one_line(error)) from error
+    out = console()
+    out.print(verdict_text(result))
+    out.print(highlighted_prompt(result, loaded.tokenizer))
+    if args.tokens:
+        out.print(token_table(result, loaded.tokenizer))
+    if args.html:
+        Path(args.html).expanduser().write_text(detection_html(result, loaded.tokenizer, title=f"{PROG} detect"),
+                                                encoding="utf-8")
+        wrote(args.html)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# detect-eval
+
+
+def run_detect_eval(args) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise fail(f"argument --limit: expected a positive integer; got {args.limit}")
+    for flag in ("json", "save_detector"):
+        check_parent(getattr(args, flag), "--" + flag.replace("_", "-"))
+    loaded = load_model(args)
+    try:
+        report, detector = evaluate(loaded.model, loaded.tokenizer, limit=args.limit, fpr=args.fpr,
+                                    model_name=args.model, log=lambda line: print(line, file=sys.stderr))
+    except ValueError as error:  # e.g. too few fit prompts for the FPR
+        raise fail(one_line(error)) from error
+    out = console()
+    out.print(report.table())
+    out.print("Targets (issue 6):")
+    for t in report.targets:
+        out.print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: measured {t['measured']:.3f}")
+    out.print(f"({report.meta['seconds']:.0f} s; detector {report.meta['detector']})")
+    if args.markdown:
+        print(report.markdown())
+    if args.json:
+        Path(args.json).expanduser().write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
+        wrote(args.json)
+    if args.save_detector:
+        detector.save(Path(args.save_detector).expanduser())
+        wrote(args.save_detector)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# generate --guard
+
+
+def run_guarded_generate(args, loaded, prompt: str) -> int:
+    """``generate --guard POLICY``: the cli's processors and sampling settings, through the guard."""
+    from transformers import set_seed
+
+    if not args.chat_template:
+        raise fail("--guard scores the prompt as a chat request; drop --no-chat-template")
+    detector = load_detector(args, loaded)
+    processors = build_processors(args, loaded.tokenizer, loaded.vocab_size)
+    if args.seed is not None:
+        set_seed(args.seed)
+    try:
+        out = guarded_generate(loaded.model, loaded.tokenizer, prompt, detector=detector, policy=args.guard,
+                               max_new_tokens=args.max_new_tokens, logits_processor=processors,
+                               do_sample=not args.greedy, **neutral_sampling_settings())
+    except GuardTriggered as error:
+        print(f"{PROG}: guard: {error}", file=sys.stderr)
+        return EXIT_GUARD_TRIGGERED
+    except ValueError as error:
+        raise fail(one_line(error)) from error
+    print(out.text)
+    print(f"{PROG}: guard: {out.report.summary()}", file=sys.stderr)
+    if args.gaps or args.html or args.png or args.json:
+        trace = out.report.trace(out.output)
+        emit(args, trace, prompt_lengths=None, table=args.gaps)
+    return 0

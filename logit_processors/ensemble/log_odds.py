@@ -1,0 +1,151 @@
+"""``LogOddsEnsemble``: the primary model's scores combined with N member models inside ``generate()``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from ..core import DeviceCache
+from ..validate import finite_floats
+from .combine import COMBINE_MODES, Combine, combine_log_probs, temperature_value
+from .with_members import WithMemberModels
+
+
+class LogOddsEnsemble(WithMemberModels):
+    """Combine the primary model's scores with N member models: weighted log-probs or log-odds.
+
+    Args:
+        members: a causal LM or a list of them (any Hugging Face decoder-only LM sharing the
+            primary's tokenizer). Each runs on the same token histories with its own KV cache.
+        weights: N + 1 finite numbers, the primary's first. Negative weights subtract a model;
+            a member with weight 0 is left out (not even run).
+        combine: ``"logprob"`` (weighted product of experts) or ``"logodds"`` (per-token log-odds
+            added, then renormalized); see the module docstring for the math.
+        prior: ``None``, a causal LM, or a fixed distribution (a ``[V]`` tensor of probabilities,
+            renormalized over the shared tokens), subtracted ``sum(weights) - 1`` times.
+        temperatures: ``None`` or N + 1 temperatures (numbers, or fitted calibration objects with
+            a ``.temperature``), dividing each model's logits before combining.
+        tokenizer: one tokenizer (the shared one) or a list of N + 1 (primary first; ``None``
+            where unknown), checked to map tokens identically. Sets the token range (padded LM
+            head columns beyond it are masked) and, by default, ``pad_token_id``.
+        pad_token_id: token whose leading run in a prompt is left padding (default: the
+            tokenizer's, else the first member's generation config); see :meth:`set_attention_mask`.
+
+    Output: the ensemble's log-probabilities, in the dtype of the scores (computed in float32).
+
+    Example:
+        >>> from logit_processors import LogOddsEnsemble
+        >>> from logit_processors.models import load_tiny_gpt2
+        >>> primary, tokenizer = load_tiny_gpt2()
+        >>> member, _ = load_tiny_gpt2(seed=1)
+        >>> ensemble = LogOddsEnsemble(member, weights=[0.7, 0.3], tokenizer=tokenizer)
+        >>> inputs = tokenizer(["The for statement"], return_tensors="pt")
+        >>> out = primary.generate(**inputs, logits_processor=[ensemble], num_beams=4,
+        ...                        do_sample=False, max_new_tokens=16)
+        >>> ensemble.counts["reorder"] > 0                 # the member's cache followed the beams
+        True
+    """
+
+    def __init__(
+        self,
+        members,
+        weights: Sequence[float],
+        combine: Combine = "logprob",
+        prior=None,
+        temperatures: Sequence[object] | None = None,
+        tokenizer=None,
+        *,
+        pad_token_id: int | None = None,
+    ):
+        members = [members] if isinstance(members, torch.nn.Module) else list(members)
+        if not members:
+            raise ValueError("members must contain at least one model")
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"combine must be one of {COMBINE_MODES}; got {combine!r}")
+        self.combine = combine
+        self.weights = _weights(weights, len(members))
+        self.temperatures = _temperatures(temperatures, len(members))
+        self._cache = DeviceCache()
+        models, names = list(members), [f"member #{i}" for i in range(len(members))]
+        run = [i for i, w in enumerate(self.weights[1:]) if w != 0]  # weight 0: left out
+        self._prior_log_probs = None
+        self._prior_is_model = isinstance(prior, torch.nn.Module)
+        if self._prior_is_model:
+            models.append(prior)
+            names.append("the prior model")
+            if math.fsum(self.weights) != 1:  # else it would be subtracted zero times
+                run.append(len(members))
+        elif prior is not None:
+            self._prior_log_probs = _prior_log_probs(prior)
+        self._prior_runs = self._prior_is_model and math.fsum(self.weights) != 1
+        # The sources combined at each step: the primary, then the members that run.
+        self._used = [0, *(i + 1 for i in run if i < len(members))]
+        super().__init__(models, names, run, tokenizer, pad_token_id)
+
+    def _repr_fields(self) -> dict[str, object]:
+        fields: dict[str, object] = {"members": len(self.weights) - 1, "weights": self.weights, "combine": self.combine}
+        if any(t != 1 for t in self.temperatures):
+            fields["temperatures"] = self.temperatures
+        if self._prior_is_model or self._prior_log_probs is not None:
+            fields["prior"] = "model" if self._prior_is_model else "distribution"
+        return fields
+
+    def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        logits, width = self._member_logits(input_ids, scores)
+        prior = logits.pop() if self._prior_runs else self._fixed_prior(width, scores.device)
+        combined = combine_log_probs(
+            [scores[:, :width], *logits],
+            [self.weights[i] for i in self._used],
+            self.combine,
+            [self.temperatures[i] for i in self._used],
+            prior=prior,
+        )
+        return self._finish(type(self).__name__, scores, combined, width)
+
+    def _fixed_prior(self, width: int, device: torch.device) -> torch.Tensor | None:
+        if self._prior_log_probs is None:
+            return None
+        if self._prior_log_probs.shape[0] < width:
+            raise ValueError(f"prior has {self._prior_log_probs.shape[0]} entries but the models share {width} tokens")
+        return self._cache.get(device, torch.float32, ("prior", width), lambda: self._prior_log_probs[:width])
+
+
+def _one_per_model(name: str, values, n_members: int) -> list:
+    """``values`` as a list with one entry per model (the primary's first), else a ValueError naming ``name``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"{name} must be a list of {n_members + 1} entries (the primary's first); got {values!r}")
+    if len(values) != n_members + 1:
+        raise ValueError(
+            f"{name} must have {n_members + 1} entries (the primary's first, then one per member); "
+            f"got {len(values)}: {list(values)!r}"
+        )
+    return list(values)
+
+
+def _weights(weights, n_members: int) -> list[float]:
+    weights = finite_floats("weights", _one_per_model("weights", weights, n_members))
+    if all(w == 0 for w in weights):
+        raise ValueError(f"at least one weight must be nonzero; got {weights!r}")
+    return weights
+
+
+def _temperatures(temperatures, n_members: int) -> list[float]:
+    if temperatures is None:
+        return [1.0] * (n_members + 1)
+    temperatures = _one_per_model("temperatures", temperatures, n_members)
+    return [temperature_value(f"temperatures[{i}]", t) for i, t in enumerate(temperatures)]
+
+
+def _prior_log_probs(prior: object) -> torch.Tensor:
+    if not isinstance(prior, torch.Tensor) or prior.dim() != 1 or not prior.is_floating_point():
+        raise ValueError(
+            "prior must be None, a causal LM, or a [V] float tensor of probabilities; got "
+            + (f"a tensor of shape {tuple(prior.shape)} and dtype {prior.dtype}" if isinstance(prior, torch.Tensor)
+               else type(prior).__name__)
+        )
+    p = prior.detach().double().cpu()
+    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or not float(p.sum()) > 0:
+        raise ValueError("prior must hold finite, non-negative probabilities with a positive sum")
+    return p.log()  # log 0 = -inf: a token the prior rules out stays masked

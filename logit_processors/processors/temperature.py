@@ -1,0 +1,161 @@
+"""Temperature: divide logits by T. T < 1 sharpens, T > 1 flattens, T -> 0 approaches argmax.
+
+Dividing by T keeps the order of the tokens (so the argmax) and multiplies every log-odds
+between two tokens by 1/T: ``log(p_i / p_j) = (z_i - z_j) / T``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from .. import numerics
+from ..core import DeviceCache, Processor, scratch_pair
+from ..validate import per_row, positive_finite_float
+
+
+def divide_by_temperature(scores: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """``scores / temperature`` as a new tensor of the scores' dtype, never inf or NaN from finite input.
+
+    ``temperature`` is a float or a float32 column ``[B, 1]`` on the scores' device.
+
+    float32 and float64 are divided directly, so the result equals ``scores / T`` to the last
+    bit. Half precision (fp16 max is 65504) would overflow for a tiny T (``30 / 1e-4``), so
+    those rows are computed in float32 after subtracting the row maximum (softmax is
+    shift-invariant: the distribution is unchanged) and clamped at the dtype's lowest finite
+    value; masked ``-inf`` entries stay ``-inf``.
+    """
+    if scores.dtype in (torch.float32, torch.float64):
+        return scores / temperature
+    scores32 = scores.float()
+    scaled = (scores32 - numerics.finite_row_max(scores32)) / temperature
+    lowest = torch.finfo(scores.dtype).min
+    scaled = torch.where(scores32 == numerics.NEG_INF, scores32, scaled.clamp_min(lowest))
+    return scaled.to(scores.dtype)
+
+
+class Temperature(Processor):
+    """Divide the logits by a temperature: one float, or one per row.
+
+    Args:
+        temperature: a positive finite float, or a 1-D tensor of per-row temperatures. A
+            per-row tensor has one entry per batch row, or one per prompt when ``generate()``
+            expands each prompt into several consecutive rows (``num_return_sequences``,
+            ``num_beams``), in which case each entry covers its prompt's rows.
+
+    ``Temperature(1.0)`` returns the scores unchanged (the same tensor object).
+
+    Note: with ``do_sample=True``, Hugging Face applies ``generation_config.temperature`` (and
+    top-k/top-p) *after* user processors; leave those at their defaults (1.0 / None) when you
+    use this processor, or the two temperatures multiply.
+
+    Example:
+        >>> import torch
+        >>> from logit_processors import Temperature
+        >>> Temperature(0.5)(torch.zeros(1, 1, dtype=torch.long), torch.tensor([[1.0, 2.0]])).tolist()
+        [[2.0, 4.0]]
+        >>> per_row = Temperature(torch.tensor([1.0, 2.0]))
+        >>> per_row(torch.zeros(2, 1, dtype=torch.long), torch.tensor([[2.0, 4.0], [2.0, 4.0]])).tolist()
+        [[2.0, 4.0], [1.0, 2.0]]
+    """
+
+    def __init__(self, temperature: float | torch.Tensor):
+        if isinstance(temperature, torch.Tensor):
+            self.temperature = _check_per_row_temperatures(temperature)
+        else:
+            self.temperature = positive_finite_float("temperature", temperature)
+        self._cache = DeviceCache()
+
+    def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.temperature, float):
+            if self.temperature == 1.0:
+                return scores
+            return divide_by_temperature(scores, self.temperature)
+        column = self._cache.get(scores.device, torch.float32, "t", lambda: self.temperature)
+        column = per_row("temperature", column, scores.shape[0])[:, None]
+        return divide_by_temperature(scores, column)
+
+    def _repr_fields(self) -> dict[str, object]:
+        t = self.temperature
+        return {"temperature": t if isinstance(t, float) else t.tolist()}
+
+
+def _check_per_row_temperatures(temperature: torch.Tensor) -> torch.Tensor:
+    if temperature.dim() != 1 or temperature.numel() == 0:
+        raise ValueError(
+            f"temperature as a tensor must be 1-D with one entry per row; got shape {tuple(temperature.shape)}"
+        )
+    values = temperature.detach().to("cpu", torch.float64)
+    bad = ~(torch.isfinite(values) & (values > 0))
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(
+            f"temperature must be positive and finite in every row; rows {rows[:10]} have "
+            f"{values[bad][:10].tolist()}"
+        )
+    return values.to(torch.float32)
+
+
+class EntropyTemperature(Processor):
+    """Dynamic temperature from each row's normalized entropy (llama.cpp "dynatemp").
+
+    For each row, with ``H`` the entropy of ``softmax(scores)`` over its unmasked tokens and
+    ``n`` their number::
+
+        h = H / log(n)                                   # normalized entropy, in [0, 1]
+        T = min_t + (max_t - min_t) * h ** exponent
+        scores -> scores / T
+
+    A confident row (``h`` near 0) is divided by ``min_t``; a near-uniform row (``h`` near 1)
+    by ``max_t``. ``exponent`` > 1 keeps T near ``min_t`` until the row is quite uncertain.
+    Origin: "Dynamic temperature" by kalomaze, merged into llama.cpp (PR #4972, 2024), and
+    Zhang et al. (2024), "EDT: Improving Large Language Models' Generation by Entropy-based
+    Dynamic Temperature Sampling" (arXiv:2403.14541).
+
+    Example:
+        >>> import torch
+        >>> from logit_processors import EntropyTemperature
+        >>> proc = EntropyTemperature(0.5, 1.5)
+        >>> out = proc(torch.zeros(2, 1, dtype=torch.long), torch.tensor([[9.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
+        >>> [round(x, 2) for x in out[:, 0].tolist()]   # confident row sharpened, flat row /1.5
+        [17.92, 0.67]
+    """
+
+    def __init__(self, min_t: float, max_t: float, exponent: float = 1.0):
+        self.min_t = positive_finite_float("min_t", min_t)
+        self.max_t = positive_finite_float("max_t", max_t)
+        if self.max_t < self.min_t:
+            raise ValueError(f"max_t must be >= min_t; got min_t={self.min_t!r}, max_t={self.max_t!r}")
+        self.exponent = positive_finite_float("exponent", exponent)
+        # Scratch for the entropy, reused from step to step (see numerics.entropy's ``work``);
+        # one pair per thread, so that one processor may serve several threads at once.
+        self._scratch = threading.local()
+
+    def row_temperatures(self, scores: torch.Tensor) -> torch.Tensor:
+        """The temperature chosen for each row, float32 ``[B]``."""
+        h = numerics.normalized_entropy(scores, work=self._work(scores))
+        return self.min_t + (self.max_t - self.min_t) * h.pow(self.exponent)
+
+    def _work(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        previous = getattr(self._scratch, "work", None)
+        dtype = numerics.reduction_dtype(scores.dtype)
+        self._scratch.work = scratch_pair(previous, scores.shape, dtype, scores.device)
+        return self._scratch.work
+
+    def reset(self) -> None:
+        """Frees the scratch tensors (they are rebuilt at the next call)."""
+        self._scratch = threading.local()
+
+    def __getstate__(self) -> dict:  # copy and pickle without the scratch (a threading.local cannot be)
+        return {k: v for k, v in self.__dict__.items() if k != "_scratch"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._scratch = threading.local()
+
+    def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        return divide_by_temperature(scores, self.row_temperatures(scores)[:, None])
+
+    def _repr_fields(self) -> dict[str, object]:
+        return {"min_t": self.min_t, "max_t": self.max_t, "exponent": self.exponent}

@@ -1,0 +1,24 @@
+"""Running models beside ``generate()``: the plumbing every model-running room shares.
+
+* :mod:`.model_inputs`: device, forward signature, KV-cache keyword, context length, and id
+  batches padded the way ``generate()`` pads them;
+* :mod:`.prompts`: a prompt as the model sees it (chat template) and where the user's text is;
+* :mod:`.generation`: ``generate()`` with only your processors touching the scores;
+* :mod:`.members`: other models run in step with ``generate()``, one KV cache each;
+* :mod:`.streamed_logits`: teacher-forced logits of long texts in bounded memory.
+"""
+
+from .generation import neutral_sampling_settings, run_generate
+from .members import CachedMembers
+from .prompts import EncodedPrompt, encode_prompt
+from .streamed_logits import TeacherForcedLogits, text_windows
+
+__all__ = [
+    "CachedMembers",
+    "EncodedPrompt",
+    "TeacherForcedLogits",
+    "encode_prompt",
+    "neutral_sampling_settings",
+    "run_generate",
+    "text_windows",
+]
