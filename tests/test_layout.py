@@ -204,3 +204,11 @@ def test_few_skipped_docstring_examples():
     # Examples that need a real model are the only ones allowed to skip (each is also run by a test).
     skipped = sum(p.read_text(encoding="utf-8").count("doctest: +SKIP") for p in MODULES.values())
     assert skipped <= 15, f"{skipped} docstring example lines are skipped"
+
+
+def test_the_public_face():
+    # Every public name resolves from the top level, including those users reached by module path.
+    missing = [name for name in logit_processors.__all__ if not hasattr(logit_processors, name)]
+    assert not missing, missing
+    for name in ("RefusalGap", "Trace", "token_stats", "gap_stats", "combine_log_probs", "__version__"):
+        assert name in logit_processors.__all__, name

@@ -30,7 +30,7 @@ def combine_log_probs(
 
     ``scores[i]`` are model i's logits (or log-probs) over the same V tokens, divided by
     ``temperatures[i]`` (default 1); ``prior`` (``[V]`` or ``[B, V]`` scores, optional) is
-    subtracted ``sum(weights) - 1`` times. See the module docstring for the two modes.
+    subtracted ``sum(weights) - 1`` times. See :mod:`logit_processors.ensemble` for the two modes.
 
     Example:
         >>> import torch

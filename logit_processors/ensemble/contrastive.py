@@ -25,7 +25,7 @@ class ContrastiveDecoding(WithMemberModels):
     of two tiny numbers.
 
     The primary model is the expert (its scores arrive through ``generate()``); ``amateur`` is
-    run alongside with its own KV cache, like :class:`LogOddsEnsemble`'s members. ``alpha``
+    run alongside with its own KV cache, like :class:`~logit_processors.LogOddsEnsemble`'s members. ``alpha``
     weighs the amateur (1 in the paper; O'Brien & Lewis, 2023, tune it), and
     ``amateur_temperature`` softens or sharpens it first (the paper uses 0.5 to 1.5). The output
     is the contrastive score itself, not renormalized: beam search then maximizes the paper's

@@ -22,7 +22,7 @@ class LogOddsEnsemble(WithMemberModels):
         weights: N + 1 finite numbers, the primary's first. Negative weights subtract a model;
             a member with weight 0 is left out (not even run).
         combine: ``"logprob"`` (weighted product of experts) or ``"logodds"`` (per-token log-odds
-            added, then renormalized); see the module docstring for the math.
+            added, then renormalized); see :mod:`logit_processors.ensemble` for the math.
         prior: ``None``, a causal LM, or a fixed distribution (a ``[V]`` tensor of probabilities,
             renormalized over the shared tokens), subtracted ``sum(weights) - 1`` times.
         temperatures: ``None`` or N + 1 temperatures (numbers, or fitted calibration objects with

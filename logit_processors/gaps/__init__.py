@@ -50,14 +50,13 @@ The room: :mod:`.stats` (the kernel), :mod:`.trace` (the data model and its JSON
 :mod:`.token_stats` (teacher forcing) and :mod:`.monitor` (:class:`LogitGapMonitor`).
 
 Example:
-    >>> import torch
-    >>> from logit_processors.gaps import gap_stats
-    >>> logits = torch.tensor([[3.0, 1.0, 0.0, float("-inf")]])
-    >>> s = gap_stats(logits, torch.tensor([1]), top_k=2)
-    >>> round(s.top_gap.item(), 4), round(s.chosen_gap.item(), 4), s.rank.item()
-    (2.0, 2.0, 1)
-    >>> s.top_ids.tolist()
-    [[0, 1]]
+    >>> from logit_processors.gaps import token_stats
+    >>> from logit_processors.models import load_tiny_gpt2
+    >>> model, tokenizer = load_tiny_gpt2()
+    >>> trace = token_stats(model, tokenizer, "The with statement")
+    >>> record = trace.records()[1]                    # " with", predicted from "The"
+    >>> record["token"], record["rank"] >= 0, sorted(record)[:4]
+    (' with', True, ['alternatives', 'chosen_gap', 'entropy', 'position'])
 """
 
 from .monitor import LogitGapMonitor

@@ -58,7 +58,7 @@ class LogitGapMonitor(Processor):
     config; none by default) and *before* its sampling warpers (temperature, top-k, top-p), so
     with ``do_sample=True`` it sees the model's distribution before temperature and truncation
     (``output_logits``), not the warped one tokens are drawn from (``output_scores``). Inside a
-    :class:`Chain` it sees what the processors before it produced: put it first to watch the
+    :class:`~logit_processors.Chain` it sees what the processors before it produced: put it first to watch the
     model, last to watch what your processors made of it. Under beam search the scores are
     already log-softmax'd; the statistics are shift-invariant, so they agree with raw logits.
 

@@ -71,7 +71,7 @@ def entropy_of_log_probs(log_probs: torch.Tensor, work: tuple[torch.Tensor, torc
     ``-sum(p * log p)`` with masked entries (``p = 0``, ``log p = -inf``) contributing 0, on the
     log-probs we have, term for term the same numbers: clamping ``log p`` to the lowest finite
     float turns a masked term into ``0 * finite = 0`` (and keeps a NaN a NaN). ``work`` are two
-    scratch tensors like ``log_probs`` to write into: :class:`LogitGapMonitor` reuses them on
+    scratch tensors like ``log_probs`` to write into: :class:`~logit_processors.gaps.LogitGapMonitor` reuses them on
     every step instead of allocating ``[rows, vocab]`` temporaries.
     """
     p, finite_log_p = work if work is not None else (torch.empty_like(log_probs), torch.empty_like(log_probs))

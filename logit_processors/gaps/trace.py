@@ -29,7 +29,7 @@ class SequenceTrace:
     """The statistics of one sequence's tokens (CPU tensors, one entry per token).
 
     ``positions`` index the tokens of the unpadded sequence (prompt included), so a monitor's
-    trace of generated tokens and :func:`token_stats` over prompt + output can be joined on
+    trace of generated tokens and :func:`~logit_processors.gaps.token_stats` over prompt + output can be joined on
     ``(sequence, position)``. ``rank`` is ``-1`` and the float statistics ``nan`` where a token
     has no prediction (the first token of a teacher-forced text). ``top_ids`` is ``-1`` and
     ``top_logprobs`` ``-inf`` where fewer than ``top_k`` tokens were unmasked.
@@ -52,7 +52,7 @@ class SequenceTrace:
 
 
 class Trace:
-    """Per-token gap statistics of one or more sequences, from :func:`token_stats` or
+    """Per-token gap statistics of one or more sequences, from :func:`~logit_processors.gaps.token_stats` or
     :meth:`LogitGapMonitor.trace`.
 
     ``trace[i]`` is the :class:`SequenceTrace` of sequence ``i``. :meth:`records` flattens

@@ -41,7 +41,7 @@ def trace_html(
     strings are HTML-escaped. Hovering a token shows position, id, surprisal and probability,
     both gaps, entropy, rank and the top alternatives with their probabilities. Prompt tokens
     are shown in grey and generated ones underlined, with a ``▶`` where generation starts,
-    when the split is known (see the module docstring). A menu in the page recolors it by any
+    when the split is known (see :mod:`logit_processors.report`). A menu in the page recolors it by any
     of :data:`COLOR_BY`. The page uses no external resources (inline CSS and JavaScript only).
 
     Example:

@@ -30,7 +30,7 @@ def plot_trace(
     """A matplotlib figure with one panel per sequence: surprisal, top gap and chosen gap per token.
 
     All three are in nats (a gap is a log-odds). A dashed line marks where generation starts
-    when the split is known (see the module docstring); short sequences get their tokens as
+    when the split is known (see :mod:`logit_processors.report`); short sequences get their tokens as
     x-axis labels. Infinite values (a lone unmasked token) are left out of the lines. With
     ``path`` the figure is also saved there (format from the extension, e.g. ``.png``, ``.svg``).
 

@@ -36,7 +36,7 @@ def rich_table(
 
     Columns: position, token (whitespace made visible), id, surprisal, top gap, chosen gap,
     entropy, rank, and the ``alternatives`` most likely tokens with their probabilities. A rule
-    separates prompt from generated tokens when the split is known (see the module docstring).
+    separates prompt from generated tokens when the split is known (see :mod:`logit_processors.report`).
     With ``max_rows``, long traces keep their first and last rows around a ``…`` row.
 
     Example:
