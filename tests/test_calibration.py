@@ -201,8 +201,15 @@ def test_report_matches_the_full_logits(tiny_gpt2, texts, fitted):
                                    rtol=1e-5)
         assert int(preds.correct.sum()) == int(expected.correct.sum())
         ours, theirs = preds.summary(), expected.summary()
+        # The width ECE jumps at the bin edges b/15: a confidence that rounding moves across one
+        # (within the 2e-5 allowed above; the tiny GPT-2 is trained on each machine, so where its
+        # confidences fall is a machine's draw) changes the ECE by up to 2/N. Allow that for each
+        # confidence so close to an edge (usually none).
+        edges = torch.arange(1, 15, dtype=torch.float64) / 15
+        near_edge = int(((expected.confidence[:, None] - edges).abs() <= 2e-5).any(-1).sum())
         for name in ("nll", "ece_width", "brier", "accuracy", "confidence"):
-            assert ours[name] == pytest.approx(theirs[name], abs=1e-5), name
+            jumps = 2 * near_edge / len(preds) if name == "ece_width" else 0.0
+            assert ours[name] == pytest.approx(theirs[name], abs=1e-5 + jumps), name
     summary = result.summary()
     assert summary["temperature"] == fitted.temperature
     assert summary["calibrated"]["accuracy"] == summary["uncalibrated"]["accuracy"]  # T never changes the argmax

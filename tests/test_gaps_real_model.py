@@ -37,9 +37,14 @@ pytestmark = pytest.mark.real_model
 STATS = ("top_gap", "chosen_gap", "surprisal", "entropy")
 TOP_K = 5
 NEW_TOKENS = 12
-# float32 statistics (and a batched or cached forward pass) against a float64 reference.
+# float32 statistics against a float64 reference on the same logits (|z| <= ~40, V = 49,152):
+# a few roundings of eps |z| and a 49,152-term float32 sum (1.5e-5 apart between two CPUs).
 ATOL, RTOL = 2e-4, 1e-4
 TIE = 1e-4  # log-probs closer than this count as tied when checking ranks
+# The same against logits by another forward path of the 30-layer model (a left-padded batch, a
+# cached step): float32 logits ~1e-4..1e-3 apart (a top gap 5.5e-4 apart on one CPU in
+# notebooks/02), a statistic of two logits (a gap, a surprisal) up to twice that; ties likewise.
+PATH_ATOL, PATH_TIE = 2e-3, 2e-3
 
 TEXTS = [
     "The capital of France is Paris, and the capital of Italy is Rome.",
@@ -74,7 +79,7 @@ def smollm2():
 # Reference: one next-token distribution, longhand in float64
 
 
-def reference(logits: torch.Tensor, token: int) -> dict:
+def reference(logits: torch.Tensor, token: int, tie: float = TIE) -> dict:
     """Statistics of ``token`` under one row of raw logits (or any shift of them)."""
     logp = torch.log_softmax(logits.double(), dim=-1)
     top = logp.topk(TOP_K)
@@ -87,25 +92,25 @@ def reference(logits: torch.Tensor, token: int) -> dict:
         "entropy": -(torch.where(p > 0, p * logp, torch.zeros_like(p))).sum().item(),
         # Ranks within float32 rounding: tokens surely above, and tokens possibly above (the
         # chosen token itself, which is within TIE of itself, does not count).
-        "rank_min": int((logp > chosen + TIE).sum()),
-        "rank_max": int((logp > chosen - TIE).sum()) - 1,
+        "rank_min": int((logp > chosen + tie).sum()),
+        "rank_max": int((logp > chosen - tie).sum()) - 1,
         "top_logprobs": top.values.tolist(),
         "top_ids": top.indices.tolist(),
-        "tied_top": bool((top.values[:-1] - top.values[1:] < TIE).any()),
+        "tied_top": bool((top.values[:-1] - top.values[1:] < tie).any()),
     }
 
 
-def assert_matches(seq, refs: list[dict], offset: int = 0, label: str = "") -> None:
+def assert_matches(seq, refs: list[dict], offset: int = 0, label: str = "", atol: float = ATOL) -> None:
     """``seq``'s statistics from index ``offset`` on equal ``refs``."""
     assert len(seq) - offset == len(refs), f"{label}: {len(seq) - offset} tokens, reference {len(refs)}"
     for name in STATS:
         expected = torch.tensor([r[name] for r in refs], dtype=torch.float64)
         got = getattr(seq, name)[offset:].double()
-        torch.testing.assert_close(got, expected, atol=ATOL, rtol=RTOL, msg=lambda m, n=name: f"{label} {n}: {m}")
+        torch.testing.assert_close(got, expected, atol=atol, rtol=RTOL, msg=lambda m, n=name: f"{label} {n}: {m}")
     torch.testing.assert_close(
         seq.top_logprobs[offset:].double(),
         torch.tensor([r["top_logprobs"] for r in refs], dtype=torch.float64),
-        atol=ATOL,
+        atol=atol,
         rtol=RTOL,
     )
     for i, r in enumerate(refs):
@@ -134,8 +139,8 @@ def test_token_stats_equals_plain_forward_pass(smollm2):
         with torch.no_grad():
             logits = model(torch.tensor([text_ids])).logits[0]  # unpadded, on its own
         # Position t - 1 predicts token t.
-        refs = [reference(logits[t - 1], text_ids[t]) for t in range(1, len(text_ids))]
-        assert_matches(seq, refs, offset=1, label=f"text {r}")
+        refs = [reference(logits[t - 1], text_ids[t], tie=PATH_TIE) for t in range(1, len(text_ids))]
+        assert_matches(seq, refs, offset=1, label=f"text {r}", atol=PATH_ATOL)
     records = trace.records()
     assert records[0]["rank"] is None and records[0]["alternatives"] == []
     assert [a["token_id"] for a in records[1]["alternatives"]] == trace[0].top_ids[1].tolist()
@@ -273,4 +278,4 @@ def test_monitor_left_padded_chat_batch(smollm2):
         index = torch.tensor([at[p] for p in seq.positions.tolist()])
         assert full.token_ids[index].tolist() == seq.token_ids.tolist()
         for name in STATS:
-            torch.testing.assert_close(getattr(full, name)[index], getattr(seq, name), atol=ATOL, rtol=RTOL)
+            torch.testing.assert_close(getattr(full, name)[index], getattr(seq, name), atol=PATH_ATOL, rtol=RTOL)

@@ -49,7 +49,7 @@ Example:
     (1, 1)
     >>> with torch.inference_mode():                         # the same as a full forward pass
     ...     full = model(ids).logits[:, -1]
-    >>> bool(torch.allclose(logits, full, atol=1e-5))
+    >>> bool(torch.allclose(logits, full, atol=5e-5))   # two forward paths: a few float32 ulps apart
     True
 """
 
