@@ -22,6 +22,7 @@ whether each processor's output agreed with its Hugging Face baseline on the ben
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import platform
@@ -144,6 +145,10 @@ def grid_cases(batch: int, vocab: int) -> tuple[list[Case], list[dict]]:
     checks = []
     for name, ours, hf, compare in pairs:
         cases.append(Case(name, call(ours), name, "ours", batch, vocab))
+        if batch == 8:  # the same processor without the input policy's value check: what the check costs
+            unchecked = copy.copy(ours)
+            unchecked.on_nan = "pass"
+            cases.append(Case(f"{name} unchecked", call(unchecked), name, "unchecked", batch, vocab))
         if hf is not None:
             cases.append(Case(f"HF {type(hf).__name__}", call(hf), name, "hf", batch, vocab))
             checks.append(agreement(name, batch, vocab, ours(input_ids, scores), hf(input_ids, scores), compare))
@@ -244,6 +249,7 @@ def rows_from(cases: list[Case]) -> list[dict]:
         group = [c for c in cases if c.group == case.group and (c.batch, c.vocab, c.note) == (case.batch, case.vocab, case.note)]
         hf = next((c for c in group if c.role == "hf"), None)
         floor = min((c for c in group if c.role == "floor"), key=lambda c: c.median_us, default=None)
+        unchecked = next((c for c in group if c.role == "unchecked"), None)
         clone = by_key[(case.batch, case.vocab, case.note)].get("clone")
         ours_us = case.median_us
         rows.append(
@@ -268,6 +274,11 @@ def rows_from(cases: list[Case]) -> list[dict]:
                 "floor_x_clone": floor.median_us / clone.median_us if floor and clone else None,
                 "hf_over_floor": hf.median_us / floor.median_us if floor and hf else None,
                 "hf_over_clone": hf.median_us / clone.median_us if hf and clone else None,
+                # The input policy's value check (on_nan="raise", the default) against the same
+                # processor with on_nan="pass": the cost of one row reduction and its host read.
+                "unchecked_us": unchecked.median_us if unchecked else None,
+                "unchecked_x_clone": unchecked.median_us / clone.median_us if unchecked and clone else None,
+                "check_cost": ours_us / unchecked.median_us if unchecked else None,
                 "rounds": len(case.times),
                 "calls_per_block": case.calls,
             }
@@ -340,6 +351,11 @@ def print_table(rows: list[dict]) -> None:
             f"{name:24s} {r['batch']:>3d} {r['vocab']:>7d} {fmt(r['ours_us'], '10.1f')} {fmt(r['clone_us'], '9.1f')} "
             f"{fmt(r['x_clone'], '8.2f')} {fmt(r['hf_us'], '11.1f')} {fmt(r['hf_over_ours'], '8.2f')}  {r['hf_name'] or ''}"
         )
+        if r.get("unchecked_us") is not None:
+            print(
+                f"{'  unchecked (on_nan=pass)':24s} {'':>3s} {'':>7s} {fmt(r['unchecked_us'], '10.1f')} {'':>9s} "
+                f"{fmt(r['unchecked_x_clone'], '8.2f')} {'':>11s} {'':>8s}  the value check: x{fmt(r['check_cost'], '.2f')}"
+            )
         if r["floor_us"] is not None:
             print(
                 f"{'  floor (bare kernel)':24s} {'':>3s} {'':>7s} {fmt(r['floor_us'], '10.1f')} {'':>9s} "

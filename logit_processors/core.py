@@ -1,4 +1,4 @@
-"""The processor contract: base class, chaining, caches and the fully-masked-row policy.
+"""The processor contract: base class, chaining, caches, the input policy and the fully-masked-row policy.
 
 Every processor in this library:
 
@@ -12,6 +12,25 @@ Every processor in this library:
 * is reusable across ``generate()`` calls; stateful processors expose :meth:`Processor.reset`
   and realign themselves from ``input_ids`` rather than trusting call order.
 
+Bad input, defined once here for every processor (:meth:`Processor.__call__`):
+
+* **Structure** (checked on every call, from metadata only): ``scores`` a 2-D float tensor with at
+  least one column, ``input_ids`` a 2-D integer tensor with as many rows, neither on the
+  ``meta`` device. Anything else is a ``ValueError`` that names the processor and the argument.
+* **An empty batch** (``B = 0``) returns the scores unchanged: there is nothing to process.
+* **Values** (``on_nan="raise"``, the default of every processor): scores must be finite or
+  ``-inf`` (masked), with at least one finite entry per row. A row holding NaN, ``+inf``, or only
+  ``-inf`` raises a ``ValueError`` naming the processor, the row, the value and its column;
+  nothing is silently turned into a valid-looking distribution. The check is one read-only
+  reduction over the scores (a row maximum: NaN and ``+inf`` propagate through it). On the CPU its
+  ``B`` values are read at once; on a CUDA device they are copied without blocking and read at
+  the next call (or by :func:`raise_pending_checks`), so the check never adds a host sync per
+  step. A masking processor with ``on_empty="keep_eos"`` accepts rows that arrive with every
+  token masked (it restores their EOS, as for rows it empties itself).
+  ``on_nan="pass"`` skips the check for speed; then NaN and ``+inf`` are not looked for: a
+  masking processor still never takes a NaN row for an empty one (it never overwrites its EOS),
+  and what else a processor makes of them is undefined.
+
 Example:
     >>> import torch
     >>> from logit_processors import Temperature, TokenMask
@@ -23,7 +42,7 @@ Example:
 
 from __future__ import annotations
 
-import inspect
+import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
 import torch
@@ -31,21 +50,50 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from . import numerics
 from .numerics import NEG_INF
-from .validate import EmptyRowPolicy, check_call, check_empty_policy, check_ids_in_range
+from .validate import (
+    EmptyRowPolicy,
+    NanPolicy,
+    check_call,
+    check_empty_policy,
+    check_ids_in_range,
+    check_nan_policy,
+    describe,
+    score_value_error,
+    unusable_rows,
+)
 
 
 class Processor(LogitsProcessor):
-    """Base class: validates the call, then hands off to :meth:`process`.
+    """Base class: validates the call (the input policy above), then hands off to :meth:`process`.
 
     Subclasses implement ``process(input_ids, scores) -> scores`` and, when they hold state
-    across steps, :meth:`reset`. ``a | b`` builds a :class:`Chain`.
+    across steps, :meth:`reset`; they store the ``on_nan`` they are given with
+    ``self.on_nan = check_nan_policy(on_nan)``. ``a | b`` builds a :class:`Chain`.
     """
+
+    #: The value policy (see the module docstring); every processor takes ``on_nan=`` too.
+    on_nan: NanPolicy = "raise"
 
     # Exactly two parameters: LogitsProcessorList inspects the signature and would otherwise
     # demand extra keyword arguments from generate().
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        check_call(input_ids, scores)
+        check_call(input_ids, scores, type(self).__name__)
+        if scores.shape[0] == 0:  # an empty batch: nothing to process
+            return scores
+        if self.on_nan == "raise" and not self.checks_own_values:
+            check_scores(type(self).__name__, scores, empty_rows_allowed=self.accepts_empty_rows)
         return self.process(input_ids, scores)
+
+    @property
+    def accepts_empty_rows(self) -> bool:
+        """Whether rows that arrive with every token at ``-inf`` are this processor's to handle."""
+        return False
+
+    @property
+    def checks_own_values(self) -> bool:
+        """Whether :meth:`process` applies the value policy itself (from a reduction it needs
+        anyway), so that the base class need not read the scores a second time."""
+        return False
 
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -93,12 +141,23 @@ class Chain(LogitsProcessorList):
                 raise TypeError(f"Chain: processor #{i} is {proc!r}, which is not callable; expected a LogitsProcessor")
         super().__init__(flat)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        check_call(input_ids, scores)
+    # Exactly two parameters, like a processor: a Chain inside a LogitsProcessorList (or a list
+    # given to generate()) is called as one; HF would demand extra keyword arguments otherwise.
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        check_call(input_ids, scores, "Chain")
         # Our own loop rather than LogitsProcessorList's, which runs inspect.signature on every
-        # processor at every step; extra keyword arguments go only to processors that take them.
-        for proc in self:
-            scores = proc(input_ids, scores, **kwargs) if kwargs and _takes_kwargs(proc) else proc(input_ids, scores)
+        # processor at every step. What a member returns is checked: a wrong return value stops
+        # here, named, instead of failing somewhere later.
+        for index, proc in enumerate(self):
+            out = proc(input_ids, scores)
+            if out is not scores and not (
+                isinstance(out, torch.Tensor) and out.shape == scores.shape and out.is_floating_point()
+            ):
+                raise TypeError(
+                    f"Chain: processor #{index} ({type(proc).__name__}) returned {describe(out)}; a processor "
+                    f"must return a float tensor shaped like its scores {tuple(scores.shape)}"
+                )
+            scores = out
         return scores
 
     def reset(self) -> None:
@@ -117,8 +176,103 @@ class Chain(LogitsProcessorList):
         return "Chain(" + ", ".join(repr(p) for p in self) + ")"
 
 
-def _takes_kwargs(proc: object) -> bool:
-    return len(inspect.signature(proc.__call__).parameters) > 2
+# --------------------------------------------------------------------------------------------
+# The value check
+
+
+def check_scores(owner: str, scores: torch.Tensor, *, empty_rows_allowed: bool = False) -> None:
+    """The input policy on ``scores`` (see the module docstring): one row reduction, read now on
+    the CPU, later on CUDA; a ``ValueError`` naming ``owner`` for rows with NaN, ``+inf`` or
+    (unless ``empty_rows_allowed``) nothing but ``-inf``.
+
+    Example:
+        >>> import torch
+        >>> check_scores("TopK", torch.tensor([[0.0, float("nan")]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: TopK: row 0 holds NaN (at column 1) (batch of 1). Scores must be ...
+    """
+    row_max = scores.amax(dim=-1)  # NaN and +inf propagate; -inf only for a row with no finite entry
+    if PENDING.defers(scores.device):
+        PENDING.submit(owner, row_max, empty_rows_allowed)
+        return
+    rows = unusable_rows(row_max.tolist(), empty_rows_allowed=empty_rows_allowed)
+    if rows:
+        raise score_value_error(owner, scores, rows)
+
+
+class PendingChecks(threading.local):
+    """Value checks whose row maxima are still on their way from a CUDA device (one list per thread).
+
+    :meth:`submit` starts a non-blocking copy into pinned host memory and records an event;
+    every later submit first looks at the earlier ones whose copies have arrived (``event.query()``
+    never blocks) and raises for any that failed. So a bad step is reported, at the latest, at
+    the next processor call in that thread; :meth:`raise_pending` waits for all of them.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, torch.Tensor, object, bool]] = []
+
+    @staticmethod
+    def defers(device: torch.device) -> bool:
+        return device.type == "cuda"
+
+    def submit(self, owner: str, row_max: torch.Tensor, empty_rows_allowed: bool) -> None:
+        self.poll()
+        host, arrived = self.transfer(row_max)
+        self.pending.append((owner, host, arrived, empty_rows_allowed))
+
+    @staticmethod
+    def transfer(row_max: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """A host copy of ``row_max`` started without blocking, and the event that marks its arrival."""
+        host = torch.empty(row_max.shape, dtype=row_max.dtype, pin_memory=True)
+        host.copy_(row_max, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(row_max.device))
+        return host, event
+
+    def poll(self, wait: bool = False) -> None:
+        """Read the checks whose copies have arrived (all of them, waiting, with ``wait``)."""
+        waiting = []
+        for owner, host, arrived, empty_rows_allowed in self.pending:
+            if wait:
+                arrived.synchronize()
+            elif not arrived.query():
+                waiting.append((owner, host, arrived, empty_rows_allowed))
+                continue
+            values = host.tolist()
+            rows = unusable_rows(values, empty_rows_allowed=empty_rows_allowed)
+            if rows:
+                self.pending = []
+                kinds = ", ".join(f"row {r}: {_kind(values[r])}" for r in rows[:5])
+                raise ValueError(
+                    f"{owner} (an earlier step, checked without a host sync): {kinds}. Scores must be finite "
+                    'or -inf (masked), with a finite entry per row; on_nan="pass" skips this check'
+                )
+        self.pending = waiting
+
+    def raise_pending(self) -> None:
+        self.poll(wait=True)
+
+
+def _kind(row_max: float) -> str:
+    return "NaN" if row_max != row_max else "+inf" if row_max > 0 else "every token at -inf"
+
+
+#: The value checks in flight (CUDA only; on the CPU every check is read at once).
+PENDING = PendingChecks()
+
+
+def host_reads_are_free(device: torch.device) -> bool:
+    """Whether reading a tensor on ``device`` back to the host costs no device sync (the CPU):
+    where it does, per-step checks are deferred or skipped."""
+    return not PENDING.defers(device)
+
+
+def raise_pending_checks() -> None:
+    """Wait for the value checks still in flight on CUDA devices (this thread's) and raise for any
+    that failed; the end of a ``generate()`` call is a good place. A no-op on the CPU."""
+    PENDING.raise_pending()
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,10 +330,20 @@ class MaskingProcessor(Processor):
     on the device without any host round trip, so generation ends cleanly for that row.
     """
 
-    def __init__(self, on_empty: EmptyRowPolicy = "raise", eos_token_id: int | Sequence[int] | None = None):
+    def __init__(
+        self,
+        on_empty: EmptyRowPolicy = "raise",
+        eos_token_id: int | Sequence[int] | None = None,
+        on_nan: NanPolicy = "raise",
+    ):
         self.on_empty = on_empty
         self._eos_ids = check_empty_policy(on_empty, eos_token_id)
+        self.on_nan = check_nan_policy(on_nan)
         self._cache = DeviceCache()
+
+    @property
+    def accepts_empty_rows(self) -> bool:
+        return self.on_empty == "keep_eos"  # a row that arrives empty gets its EOS back too
 
     def finish(self, scores: torch.Tensor, witness: torch.Tensor | None = None) -> torch.Tensor:
         """Apply the policy to a processed ``scores`` tensor that this processor owns.
@@ -204,7 +368,7 @@ class MaskingProcessor(Processor):
             row_witness = witness.amax(dim=-1) if witness.dim() == 2 else witness
             if sum(row_witness.tolist()) > NEG_INF:
                 return scores
-        empty = numerics.fully_masked_rows(scores)
+        empty = numerics.empty_rows(scores)  # not NaN rows: with on_nan="pass" they pass untouched
         if self.on_empty == "keep_eos":
             restore = empty[:, None] & eos_columns[None, :]
             return scores.masked_fill(restore, 0.0)

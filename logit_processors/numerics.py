@@ -57,6 +57,21 @@ def finite_row_max(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
 
 
+def shifted_by_temperature(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``(scores - row max) / temperature`` in float32: the input of ``log_softmax(scores / T)``
+    without its overflow (``30 / 1e-38`` is ``inf`` in float32; shifted, the top score is 0 and the
+    rest can only underflow to ``-inf``, probability 0 either way). Log-softmax and log-odds are
+    shift-invariant, so nothing else changes.
+
+    Example:
+        >>> import torch
+        >>> shifted_by_temperature(torch.tensor([[3.0, 1.0, -float("inf")]]), 0.5).tolist()
+        [[0.0, -4.0, -inf]]
+    """
+    z = as_float32(scores)
+    return (z - finite_row_max(z)) / temperature
+
+
 def logsumexp(scores: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
     """Stable ``log(sum(exp(scores)))`` in float32; ``-inf`` for a fully masked row."""
     # torch.logsumexp already subtracts the max and maps an all -inf row to -inf.
@@ -257,6 +272,12 @@ def normalized_entropy(
     masked = y.clamp_max_(next_up).sub_(next_up).sum(dim=dim) / (lowest - next_up)
     n = y.shape[dim] - masked
     return torch.where(has_max & (n > 1), h / torch.log(n.clamp_min(2.0)), 0.0).clamp_(0.0, 1.0)
+
+
+def empty_rows(scores: torch.Tensor) -> torch.Tensor:
+    """Bool ``[B]``: rows whose every entry is ``-inf`` (a row with NaN is not empty: it is invalid,
+    which is the input policy's business, not the masking policy's)."""
+    return scores.amax(dim=-1) == NEG_INF
 
 
 def fully_masked_rows(scores: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -28,21 +29,69 @@ import torch
 
 EmptyRowPolicy = Literal["raise", "keep_eos"]
 EMPTY_ROW_POLICIES: tuple[str, ...] = ("raise", "keep_eos")
+NanPolicy = Literal["raise", "pass"]
+NAN_POLICIES: tuple[str, ...] = ("raise", "pass")
 
 
-
-def check_call(input_ids: torch.Tensor, scores: torch.Tensor) -> None:
-    """Validate a processor call's arguments (shapes and dtypes; never reads tensor data)."""
+def check_call(input_ids: torch.Tensor, scores: torch.Tensor, owner: str = "processor") -> None:
+    """Validate a processor call's arguments (types, shapes, dtypes, devices; never reads tensor data)."""
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or not scores.is_floating_point():
         raise ValueError(
-            f"scores must be a float tensor of shape [batch, vocab]; got {describe(scores)}"
+            f"{owner}: scores must be a float tensor of shape [batch, vocab]; got {describe(scores)}"
         )
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be a tensor of shape [batch, length]; got {describe(input_ids)}")
+        raise ValueError(f"{owner}: input_ids must be a tensor of shape [batch, length]; got {describe(input_ids)}")
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise ValueError(f"{owner}: input_ids must be an integer tensor of token ids; got {describe(input_ids)}")
     if input_ids.shape[0] != scores.shape[0]:
         raise ValueError(
-            f"input_ids has {input_ids.shape[0]} rows but scores has {scores.shape[0]}; they must match"
+            f"{owner}: input_ids has {input_ids.shape[0]} rows but scores has {scores.shape[0]}; they must match"
         )
+    if scores.shape[-1] == 0:
+        raise ValueError(f"{owner}: scores have no columns (a vocabulary of 0 tokens); got {describe(scores)}")
+    for name, tensor in (("scores", scores), ("input_ids", input_ids)):
+        if tensor.is_meta:
+            raise ValueError(f"{owner}: {name} are on the meta device, which holds no data; move them to a real device")
+
+
+def check_nan_policy(on_nan: object) -> str:
+    """``on_nan`` if it is one of :data:`NAN_POLICIES`, else a ValueError saying which are."""
+    if on_nan not in NAN_POLICIES:
+        raise ValueError(f"on_nan must be one of {NAN_POLICIES}; got {on_nan!r}")
+    return on_nan
+
+
+def unusable_rows(row_max: Sequence[float], *, empty_rows_allowed: bool = False) -> list[int]:
+    """Rows whose maximum is NaN, ``+inf``, or (unless allowed) ``-inf``: from one row reduction
+    (``amax`` propagates NaN), the rows that break the input policy (see :mod:`logit_processors.core`)."""
+    # The common case in one Python sum: it is finite only if every value is (a sum that overflows
+    # merely sends us to the exact row-by-row look below).
+    if math.isfinite(sum(row_max)):
+        return []
+    return [
+        row for row, value in enumerate(row_max)
+        if math.isnan(value) or value == math.inf or (value == -math.inf and not empty_rows_allowed)
+    ]
+
+
+def score_value_error(owner: str, scores: torch.Tensor, rows: Sequence[int]) -> ValueError:
+    """The error for rows of ``scores`` that break the input policy: which rows, what they hold, where."""
+    parts = []
+    for row in list(rows)[:5]:
+        values = scores[row].detach()
+        nan, pos_inf = torch.isnan(values), values == math.inf
+        if bool(nan.any()):
+            parts.append(f"row {row} holds NaN (at column {int(nan.nonzero()[0])})")
+        elif bool(pos_inf.any()):
+            parts.append(f"row {row} holds +inf (at column {int(pos_inf.nonzero()[0])})")
+        else:
+            parts.append(f"row {row} arrived with every token at -inf (nothing left to sample)")
+    more = f" and {len(rows) - 5} more rows" if len(rows) > 5 else ""
+    return ValueError(
+        f"{owner}: {'; '.join(parts)}{more} (batch of {scores.shape[0]}). Scores must be finite or -inf "
+        "(masked), with at least one finite entry per row; look at what produced them (the model, or an "
+        'earlier processor). on_nan="pass" skips this check'
+    )
 
 
 def describe(x: object) -> str:
@@ -50,6 +99,29 @@ def describe(x: object) -> str:
     if isinstance(x, torch.Tensor):
         return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
     return f"{type(x).__name__} {x!r}"
+
+
+def check_tokenizer(name: str, tokenizer: object, *, methods: Sequence[str] = ("encode",)) -> object:
+    """``tokenizer`` if it has the given methods (a Hugging Face tokenizer does), else a TypeError
+    naming ``name``; a string gets a hint, since a hub id or path is the usual mistake."""
+    if isinstance(tokenizer, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"{name} must be a Hugging Face tokenizer object, not the name or path {tokenizer!r}: load it first "
+            "(transformers.AutoTokenizer.from_pretrained(...) or logit_processors.models.load(...))"
+        )
+    missing = [m for m in methods if not callable(getattr(tokenizer, m, None))]
+    if missing:
+        raise TypeError(f"{name} must be a Hugging Face tokenizer (with {', '.join(methods)}); got {describe(tokenizer)}")
+    return tokenizer
+
+
+def optional_token_id(name: str, value: object) -> int | None:
+    """``value`` as a token id (an int >= 0) or None, else a ValueError naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a token id (an int >= 0) or None; got {value!r}")
+    return int(value)
 
 
 def positive_finite_float(name: str, value: object) -> float:
@@ -84,6 +156,8 @@ def eos_token_ids(eos_token_id: int | Sequence[int] | None) -> list[int]:
     """``eos_token_id`` (an int, a list of ints or None) as a sorted list of ids (``[]`` for None)."""
     if eos_token_id is None:
         return []
+    if isinstance(eos_token_id, numbers.Number) and not isinstance(eos_token_id, numbers.Integral):
+        raise ValueError(f"eos_token_id must be a token id (an int) or a list of them; got {eos_token_id!r}")
     ids = [eos_token_id] if isinstance(eos_token_id, numbers.Integral) else eos_token_id
     return token_ids("eos_token_id", ids)
 

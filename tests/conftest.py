@@ -30,6 +30,37 @@ def run(capsys):
     return invoke
 
 
+@pytest.fixture
+def deferred_checks(monkeypatch):
+    """The input policy's value check as on a CUDA device, on the CPU: each call's row maxima are
+    "copied" without a tensor read (a stand-in for the pinned-memory copy, made with the real
+    ``tolist`` saved before any test patches it) and read at the next call. Returns the pending
+    list, so a test can look at it."""
+    from logit_processors import core
+
+    read = torch.Tensor.tolist
+
+    class Arrived:  # the copy's event: already there
+        def query(self):
+            return True
+
+        def synchronize(self):
+            pass
+
+    class HostCopy:
+        def __init__(self, row_max):
+            self.values = read(row_max)
+
+        def tolist(self):
+            return self.values
+
+    monkeypatch.setattr(core.PendingChecks, "defers", staticmethod(lambda device: True))
+    monkeypatch.setattr(core.PendingChecks, "transfer", staticmethod(lambda row_max: (HostCopy(row_max), Arrived())))
+    core.PENDING.pending = []
+    yield core.PENDING
+    core.PENDING.pending = []
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module (``pytest.mark.usefixtures("one_thread")``): small models in

@@ -107,15 +107,21 @@ def test_empty_row_policy_raises_naming_row_or_keeps_eos():
 
 def test_witness_shortcut_never_hides_nan_or_an_empty_row():
     # The witness column (the first kept one, 1) decides the shortcut: NaN or -inf there, or
-    # +inf beside -inf in the batch, must send the call to the full check, which is exact.
+    # +inf beside -inf in the batch, must send the call to the full check, which is exact. With
+    # on_nan="pass" (no input check) a NaN row is not taken for an empty one: it passes untouched.
     nan, inf = float("nan"), float("inf")
-    proc = TokenMask(deny=[0])
-    with pytest.raises(ValueError, match=r"row\(s\) \[1\]"):  # NaN row: no distribution left
-        proc(IDS, torch.tensor([[1.0, 2.0, 3.0], [1.0, nan, nan]]))
+    proc = TokenMask(deny=[0], on_nan="pass")
+    out = proc(IDS, torch.tensor([[1.0, 2.0, 3.0], [1.0, nan, nan]]))
+    assert out[1, 1:].isnan().all() and out[0].tolist() == [-inf, 2.0, 3.0]
     with pytest.raises(ValueError, match=r"row\(s\) \[0\]"):
         proc(IDS, torch.tensor([[1.0, -inf, -inf], [1.0, inf, 3.0]]))
     scores = torch.tensor([[1.0, -inf, 2.0], [1.0, inf, 3.0]])  # witness -inf and +inf: full check, nothing empty
     assert proc(IDS, scores)[:, 1:].tolist() == [[-inf, 2.0], [inf, 3.0]]
+    # The default input policy names the row and what is wrong with it.
+    with pytest.raises(ValueError, match=r"TokenMask: row 1 holds NaN \(at column 1\)"):
+        TokenMask(deny=[0])(IDS, torch.tensor([[1.0, 2.0, 3.0], [1.0, nan, nan]]))
+    with pytest.raises(ValueError, match=r"TokenMask: row 1 holds \+inf \(at column 1\)"):
+        TokenMask(deny=[0])(IDS, scores)
 
 
 @pytest.mark.parametrize(

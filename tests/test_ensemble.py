@@ -418,7 +418,10 @@ def test_a_row_emptied_by_the_ensemble_is_an_error(tiny):
     ensemble = LogOddsEnsemble(model, [1.0, 0.5], prior=prior, tokenizer=tokenizer)
     with pytest.raises(ValueError, match=r"LogOddsEnsemble left no token in row\(s\) \[0\]"):
         ensemble(ids, scores)
-    scores[0, 7] = NEG_INF  # already empty before: passed through, not this processor's doing
+    scores[0, 7] = NEG_INF  # already empty before: the input policy names it (not this processor's doing)
+    with pytest.raises(ValueError, match=r"LogOddsEnsemble: row 0 arrived with every token at -inf"):
+        ensemble(ids, scores)
+    ensemble.on_nan = "pass"  # unchecked, it is passed through
     assert torch.isneginf(ensemble(ids, scores)).all()
 
 

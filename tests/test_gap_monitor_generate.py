@@ -347,7 +347,7 @@ class Guarded:
 @pytest.mark.parametrize(
     "kwargs", [{"do_sample": False}, {"do_sample": False, "num_beams": 3, "num_return_sequences": 2}]
 )
-def test_scores_unchanged_and_no_host_round_trip(tiny_gpt2, kwargs):
+def test_scores_unchanged_and_no_host_round_trip(tiny_gpt2, kwargs, deferred_checks):
     model, tokenizer = tiny_gpt2
     monitor = LogitGapMonitor(tokenizer)
     guarded = Guarded(monitor)

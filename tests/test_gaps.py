@@ -477,10 +477,11 @@ def test_monitor_detects_new_generation_from_input_ids():
         monitor.trace(second)
 
 
-def test_monitor_never_syncs_with_the_host(monkeypatch):
+def test_monitor_never_syncs_with_the_host(monkeypatch, deferred_checks):
     def forbidden(*args, **kwargs):
         raise AssertionError("host round trip in the hot path")
 
+    # The input policy's check as on a CUDA device (deferred_checks): no tensor read in the hot path.
     monitor = LogitGapMonitor(eos_token_id=[0, 1])
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 9, (2, 3), generator=g)

@@ -242,11 +242,12 @@ def test_keep_eos_keeps_eos():
         ((["ok", ""], None), r"phrases\[1\] is the empty string"),
         ((["ok", 3], None), r"phrases\[1\] must be a string"),
         (("just a string", None), "phrases must be a non-empty list of strings"),
-        ((["ok"], object()), "tokenizer must be"),
+        ((["ok"], object()), "tokenizer must be a Hugging Face tokenizer"),
+        ((["ok"], "gpt2"), "not the name or path 'gpt2'"),
     ],
 )
 def test_bad_phrases(args, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):  # TypeError for a tokenizer that is none
         PhraseBan(*args)
 
 

@@ -311,10 +311,16 @@ def test_log_probs_give_the_same_kept_set_as_logits(make):
 
 @pytest.mark.parametrize("make", PROCESSORS)
 def test_fully_masked_row_raises_by_default(make):
+    # A row that arrives with every token masked is named by the input policy (an earlier
+    # processor emptied it); unchecked (on_nan="pass"), the masking policy still raises for it.
     scores = torch.randn(3, 10)
     scores[1] = NEG_INF
-    with pytest.raises(ValueError, match=r"masked every token in row\(s\) \[1\]"):
+    with pytest.raises(ValueError, match=r"row 1 arrived with every token at -inf"):
         make()(ids(3), scores)
+    unchecked = make()
+    unchecked.on_nan = "pass"
+    with pytest.raises(ValueError, match=r"masked every token in row\(s\) \[1\]"):
+        unchecked(ids(3), scores)
 
 
 @pytest.mark.parametrize("cls", [TopK, TopP, MinP])

@@ -15,7 +15,6 @@ from ..optional import matplotlib_figure
 from .metrics import DEFAULT_BINS, Binning, Predictions, reliability_bins
 
 
-
 def plot_reliability(
     predictions: Mapping[str, Predictions],
     path: str | os.PathLike | None = None,

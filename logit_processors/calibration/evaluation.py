@@ -14,7 +14,6 @@ from .metrics import DEFAULT_BINS, Binning, Predictions
 from .temperature import CalibratedTemperature, window_length
 
 
-
 def evaluate(
     model,
     tokenizer,

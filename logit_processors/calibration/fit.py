@@ -233,6 +233,8 @@ def optimal_temperature(logits: torch.Tensor, labels: torch.Tensor, *, tolerance
         1.8205
     """
     _check_chunk(logits, labels)
+    if labels.numel() == 0:
+        raise ValueError("optimal_temperature needs at least one (logits, label) pair; got none")
     chosen = logits.gather(-1, labels.long()[:, None]).double()
 
     def derivatives(beta: float) -> tuple[float, float]:

@@ -14,7 +14,7 @@ from ..models.identity import check_identity, model_identity
 from ..processors.temperature import Temperature
 from ..runtime.model_inputs import context_length
 from ..runtime.streamed_logits import DEFAULT_MAX_LENGTH, TeacherForcedLogits, text_windows
-from ..validate import positive_int
+from ..validate import NanPolicy, positive_int
 from .fit import fit_temperature, optimal_temperature
 from .metrics import Predictions
 
@@ -51,10 +51,10 @@ class CalibratedTemperature(Temperature):
     """
 
     def __init__(self, temperature: float, *, columns: int | None = None, identity: dict[str, Any] | None = None,
-                 fit: dict[str, Any] | None = None):
+                 fit: dict[str, Any] | None = None, on_nan: NanPolicy = "raise"):
         if isinstance(temperature, torch.Tensor):
             raise TypeError("CalibratedTemperature takes one float temperature; use Temperature for per-row tensors")
-        super().__init__(temperature)
+        super().__init__(temperature, on_nan=on_nan)
         self.columns = None if columns is None else positive_int("columns", columns)
         self.model_identity = identity
         self.fit_stats = dict(fit or {})
@@ -115,6 +115,8 @@ class CalibratedTemperature(Temperature):
     @classmethod
     def fit_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> CalibratedTemperature:
         """Fit on in-memory ``logits [N, V]`` and ``labels [N]`` (exact Newton; e.g. a classifier)."""
+        if isinstance(labels, torch.Tensor) and labels.numel() == 0:
+            raise ValueError("fit_logits needs at least one (logits, label) pair; got none")
         temperature = optimal_temperature(logits, labels)
         before = Predictions.from_logits(logits, labels).nll.mean()
         after = Predictions.from_logits(logits, labels, temperature).nll.mean()
@@ -145,6 +147,8 @@ class CalibratedTemperature(Temperature):
             raise ValueError(f"not a {JSON_FORMAT} document (missing or wrong 'format' field)")
         if document.get("version") != JSON_VERSION:
             raise ValueError(f"unsupported {JSON_FORMAT} version {document.get('version')!r}; expected {JSON_VERSION}")
+        if "temperature" not in document:
+            raise ValueError(f"this {JSON_FORMAT} document has no 'temperature' field")
         return cls(document["temperature"], columns=document.get("columns"), identity=document.get("model"),
                    fit=document.get("fit"))
 

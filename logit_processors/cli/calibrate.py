@@ -28,7 +28,17 @@ from pathlib import Path
 
 from ..calibration import CalibratedTemperature, report
 from ..runtime.streamed_logits import DEFAULT_MAX_LENGTH
-from .common import check_outputs, check_parent, fail, load_model, one_line, output_path, positive_int_arg, read_text_file, wrote
+from .common import (
+    check_outputs,
+    check_parent,
+    fail,
+    load_model,
+    one_line,
+    output_path,
+    positive_int_arg,
+    read_text_file,
+    wrote,
+)
 
 
 def add_commands(commands, model_options: argparse.ArgumentParser) -> None:

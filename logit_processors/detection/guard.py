@@ -51,13 +51,13 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList
 
-from ..core import Processor
+from ..core import Processor, raise_pending_checks
 from ..gaps.monitor import LogitGapMonitor
 from ..gaps.trace import Trace
 from ..numerics import NEG_INF
 from ..runtime.model_inputs import accepts_argument, cache_kwarg, check_length, output_cache
 from ..runtime.prompts import Message, encode_prompt
-from ..validate import eos_token_ids, finite_float, per_row
+from ..validate import NanPolicy, check_nan_policy, eos_token_ids, finite_float, per_row
 from .detector import DetectionResult, Detector
 from .prompt_stats import stats_from_logits
 
@@ -141,7 +141,11 @@ class GapGuard(Processor):
         refusal_gap_below: float | None = None,
         eos_token_id: int | Sequence[int] | None = None,
         monitor: bool = True,
+        on_nan: NanPolicy = "raise",
     ):
+        if not isinstance(detector, Detector):
+            raise TypeError(f"detector must be a fitted Detector; got {type(detector).__name__}")
+        self.on_nan = check_nan_policy(on_nan)
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}; got {policy!r}")
         if refusal_gap_below is not None:
@@ -155,7 +159,7 @@ class GapGuard(Processor):
         if eos_token_id is None:
             raise ValueError("GapGuard needs eos_token_id (the detector's tokenizer has no EOS token)")
         self.eos_token_ids = eos_token_ids(eos_token_id)
-        self._monitor = LogitGapMonitor(tokenizer, eos_token_id=self.eos_token_ids) if monitor else None
+        self._monitor = LogitGapMonitor(tokenizer, eos_token_id=self.eos_token_ids, on_nan=on_nan) if monitor else None
         self._pending: tuple[list[DetectionResult | None], torch.Tensor] | None = None
         self.report: GuardReport | None = None
         self._last_length: int | None = None
@@ -193,7 +197,7 @@ class GapGuard(Processor):
         self._last_length = length
         self.report.steps += 1
         if self._monitor is not None:
-            self._monitor(input_ids, scores)
+            self._monitor.process(input_ids, scores)  # its input is this call's, already checked
         if self.policy == "stop" and self._stop_any:
             return self._force_eos(scores)
         return scores
@@ -323,6 +327,7 @@ def guarded_generate(
             logits_processor=processors, return_dict_in_generate=True,
             **{kwarg: output_cache(prefill)}, **generate_kwargs,
         )
+    raise_pending_checks()  # on CUDA, the input policy's last checks are read here
     new = output.sequences[0, ids.shape[1]:]
     text = tokenizer.decode(new, skip_special_tokens=True)
     return GuardedOutput(output.sequences, ids.shape[1], text, guard.report, result, output)

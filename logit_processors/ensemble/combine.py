@@ -54,7 +54,7 @@ def combine_log_probs(
     terms, used = [], []
     for s, w, t in zip(scores, weights, temperatures, strict=True):
         if w != 0:  # skipped entirely: a zero weight means "not in the ensemble"
-            terms.append(evidence(numerics.as_float32(s) / t if t != 1 else s))
+            terms.append(evidence(numerics.shifted_by_temperature(s, t) if t != 1 else s))
             used.append(float(w))
     prior_weight = 1.0 - math.fsum(weights)
     if prior is not None and prior_weight != 0:

@@ -8,7 +8,7 @@ import torch
 
 from .. import numerics
 from ..numerics import NEG_INF
-from ..validate import finite_float, probability
+from ..validate import NanPolicy, finite_float, probability
 from .combine import temperature_value
 from .with_members import WithMemberModels
 
@@ -52,12 +52,13 @@ class ContrastiveDecoding(WithMemberModels):
         amateur_temperature: object = 1.0,
         tokenizer=None,
         pad_token_id: int | None = None,
+        on_nan: NanPolicy = "raise",
     ):
         self.alpha = finite_float("alpha", alpha, minimum=0.0, why="the amateur's weight")
         self.plausibility = probability("plausibility", plausibility)
         self.amateur_temperature = temperature_value("amateur_temperature", amateur_temperature)
         self._log_plausibility = math.log(self.plausibility) if self.plausibility > 0 else NEG_INF
-        super().__init__([amateur], ["the amateur"], [0], tokenizer, pad_token_id)
+        super().__init__([amateur], ["the amateur"], [0], tokenizer, pad_token_id, on_nan)
 
     def _repr_fields(self) -> dict[str, object]:
         return {"alpha": self.alpha, "plausibility": self.plausibility, "amateur_temperature": self.amateur_temperature}
@@ -65,7 +66,7 @@ class ContrastiveDecoding(WithMemberModels):
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         [amateur], width = self._member_logits(input_ids, scores)
         expert = numerics.log_softmax(scores[:, :width])
-        amateur = numerics.log_softmax(numerics.as_float32(amateur) / self.amateur_temperature)
+        amateur = numerics.log_softmax(numerics.shifted_by_temperature(amateur, self.amateur_temperature))
         score = numerics.masked_weighted_sum([expert, amateur], [1.0, -self.alpha])
         implausible = expert < expert.amax(dim=-1, keepdim=True) + self._log_plausibility
         return self._finish(type(self).__name__, scores, score.masked_fill_(implausible, NEG_INF), width)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from ..core import DeviceCache
-from ..validate import finite_floats
+from ..validate import NanPolicy, finite_floats
 from .combine import COMBINE_MODES, Combine, combine_log_probs, temperature_value
 from .with_members import WithMemberModels
 
@@ -58,8 +58,9 @@ class LogOddsEnsemble(WithMemberModels):
         tokenizer=None,
         *,
         pad_token_id: int | None = None,
+        on_nan: NanPolicy = "raise",
     ):
-        members = [members] if isinstance(members, torch.nn.Module) else list(members)
+        members = _model_list("members", members)
         if not members:
             raise ValueError("members must contain at least one model")
         if combine not in COMBINE_MODES:
@@ -82,7 +83,7 @@ class LogOddsEnsemble(WithMemberModels):
         self._prior_runs = self._prior_is_model and math.fsum(self.weights) != 1
         # The sources combined at each step: the primary, then the members that run.
         self._used = [0, *(i + 1 for i in run if i < len(members))]
-        super().__init__(models, names, run, tokenizer, pad_token_id)
+        super().__init__(models, names, run, tokenizer, pad_token_id, on_nan)
 
     def _repr_fields(self) -> dict[str, object]:
         fields: dict[str, object] = {"members": len(self.weights) - 1, "weights": self.weights, "combine": self.combine}
@@ -110,6 +111,19 @@ class LogOddsEnsemble(WithMemberModels):
         if self._prior_log_probs.shape[0] < width:
             raise ValueError(f"prior has {self._prior_log_probs.shape[0]} entries but the models share {width} tokens")
         return self._cache.get(device, torch.float32, ("prior", width), lambda: self._prior_log_probs[:width])
+
+
+def _model_list(name: str, models: object) -> list:
+    """A causal LM or a list of them, as a list; a TypeError naming ``name`` for anything else
+    (a hub id or path is the usual mistake: load it first)."""
+    if isinstance(models, torch.nn.Module):
+        return [models]
+    if isinstance(models, (str, bytes)) or not isinstance(models, Sequence):
+        raise TypeError(
+            f"{name} must be a causal LM or a list of them (loaded models, e.g. from logit_processors.models.load); "
+            f"got {type(models).__name__} {models!r}"
+        )
+    return list(models)
 
 
 def _one_per_model(name: str, values, n_members: int) -> list:

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 import torch
 
 from .. import numerics
-from ..core import Processor
+from ..core import Processor, check_scores
 from ..numerics import NEG_INF
 from ..runtime.members import CachedMembers, check_causal_lm
+from ..validate import NanPolicy, check_nan_policy, optional_token_id
 from .combine import check_same_vocabulary, head_width
 
 
@@ -24,7 +25,10 @@ class WithMemberModels(Processor):
     those that take part, and so are run at each step.
     """
 
-    def __init__(self, models: list, names: list[str], run: list[int], tokenizer, pad_token_id: int | None):
+    def __init__(self, models: list, names: list[str], run: list[int], tokenizer, pad_token_id: int | None,
+                 on_nan: NanPolicy = "raise"):
+        self.on_nan = check_nan_policy(on_nan)
+        pad_token_id = optional_token_id("pad_token_id", pad_token_id)
         for name, model in zip(names, models, strict=True):
             check_causal_lm(name, model)
         tokenizers = self._tokenizers(tokenizer, len(models) + 1)
@@ -47,6 +51,7 @@ class WithMemberModels(Processor):
             pad_token_id = getattr(getattr(models[0], "generation_config", None), "pad_token_id", None)
         self.pad_token_id = pad_token_id
         self._members = CachedMembers([models[i] for i in run], pad_token_id=pad_token_id)
+        self._names, self._run = list(names), list(run)
 
     @staticmethod
     def _tokenizers(tokenizer, count: int) -> list:
@@ -87,6 +92,9 @@ class WithMemberModels(Processor):
     def _member_logits(self, input_ids: torch.Tensor, scores: torch.Tensor) -> tuple[list[torch.Tensor], int]:
         """The running models' logits cut to the common token range, and that range's width."""
         logits = self._members.next_token_logits(input_ids) if self._members.models else []
+        if self.on_nan == "raise":  # the members' logits obey the input policy too (an fp16 member may overflow)
+            for name, member_logits in zip((self._names[i] for i in self._run), logits, strict=True):
+                check_scores(f"{type(self).__name__}: {name}'s logits", member_logits)
         widths = [scores.shape[-1], *(x.shape[-1] for x in logits)]
         if self.n_tokens is None:
             width = min(widths)

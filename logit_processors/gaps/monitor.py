@@ -8,9 +8,26 @@ from collections.abc import Sequence
 import torch
 
 from .. import numerics
-from ..core import Processor, scratch_pair
-from ..validate import describe, eos_token_ids, per_row, positive_int
-from .stats import DEFAULT_TOP_K, GapStats, assemble_stats, chosen_stats, count_greater, entropy_of_log_probs, top_candidates
+from ..core import Processor, host_reads_are_free, scratch_pair
+from ..validate import (
+    NanPolicy,
+    check_ids_in_range,
+    check_nan_policy,
+    check_tokenizer,
+    describe,
+    eos_token_ids,
+    per_row,
+    positive_int,
+)
+from .stats import (
+    DEFAULT_TOP_K,
+    GapStats,
+    assemble_stats,
+    chosen_stats,
+    count_greater,
+    entropy_of_log_probs,
+    top_candidates,
+)
 from .trace import TokenDecoder, Trace, sequence_trace
 
 
@@ -43,8 +60,9 @@ class LogitGapMonitor(Processor):
     """Records the gap statistics of every generation step; returns the scores unchanged.
 
     Pass it to ``generate(logits_processor=[monitor])`` and read :meth:`trace` afterwards. It
-    returns the very ``scores`` object it was given and never reads tensor data back to the
-    host during generation: each step's summaries (top ``top_k`` log-probs and ids, entropy) go
+    returns the very ``scores`` object it was given and, on an accelerator, never reads tensor
+    data back to the host during generation (the input policy's check is read without a sync:
+    :mod:`logit_processors.core`): each step's summaries (top ``top_k`` log-probs and ids, entropy) go
     into preallocated, doubling device buffers. The chosen token of step ``s`` is only known at
     step ``s + 1`` (it is the last column of ``input_ids`` then), so each call first resolves
     the previous step's chosen tokens (their log-prob and rank) against the previous step's
@@ -96,8 +114,10 @@ class LogitGapMonitor(Processor):
     marks a token that sampling (or a constraint) took far from the model's favourite.
     """
 
-    def __init__(self, tokenizer=None, *, eos_token_id: int | Sequence[int] | None = None, top_k: int = DEFAULT_TOP_K):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer=None, *, eos_token_id: int | Sequence[int] | None = None, top_k: int = DEFAULT_TOP_K,
+                 on_nan: NanPolicy = "raise"):
+        self.tokenizer = None if tokenizer is None else check_tokenizer("tokenizer", tokenizer, methods=("batch_decode",))
+        self.on_nan = check_nan_policy(on_nan)
         self.top_k = positive_int("top_k", top_k)
         if eos_token_id is None and tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
             eos_token_id = tokenizer.eos_token_id
@@ -143,6 +163,8 @@ class LogitGapMonitor(Processor):
         if continuing:
             parent, new_start = self._parents(input_ids, last)
             token_in = input_ids[:, -1]
+            if host_reads_are_free(token_in.device):  # elsewhere the read would sync at every step
+                check_ids_in_range("input_ids", token_in.tolist(), scores.shape[-1])
             previous = torch.index_select(self._last_log_probs, 0, parent, out=work[0])
             in_logprob, in_rank = chosen_stats(previous, token_in, out=previous)
         else:

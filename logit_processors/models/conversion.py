@@ -34,7 +34,6 @@ import torch
 from ..version import __version__
 from . import named
 
-
 CACHE_ENV_VAR = "LOGIT_PROCESSORS_CACHE"
 MARKER_FILE = "logit_processors.json"
 # Bump when the layout or the conversion changes: caches written with another format are rebuilt.

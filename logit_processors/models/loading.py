@@ -21,8 +21,6 @@ import torch
 from . import named
 from .conversion import dtype_kwarg, ensure_converted, is_current, quiet_progress, resolve_cache_dir
 
-
-
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 
 from ..core import MaskingProcessor
-from ..validate import EmptyRowPolicy, check_ids_in_range, token_ids
+from ..validate import EmptyRowPolicy, NanPolicy, check_ids_in_range, check_tokenizer, positive_int, token_ids
 from .column_mask import ColumnMask
 
 
@@ -55,11 +55,13 @@ class TokenMask(MaskingProcessor):
         vocab_size: int | None = None,
         on_empty: EmptyRowPolicy = "raise",
         eos_token_id: int | Sequence[int] | None = None,
+        on_nan: NanPolicy = "raise",
     ):
-        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id)
+        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id, on_nan=on_nan)
         if allow is None and deny is None:
             raise ValueError("TokenMask needs allow=..., deny=... or both; got neither")
-        self.vocab_size = vocab_size
+        self.vocab_size = None if vocab_size is None else positive_int("vocab_size", vocab_size)
+        vocab_size = self.vocab_size
         self.allow = _ids_or_mask("allow", allow, vocab_size)
         self.deny = _ids_or_mask("deny", deny, vocab_size)
         self._columns: dict[int, ColumnMask] = {}  # per scores width
@@ -161,10 +163,12 @@ class VocabFilter(MaskingProcessor):
         keep_special_tokens: bool = True,
         on_empty: EmptyRowPolicy = "raise",
         eos_token_id: int | Sequence[int] | None = None,
+        on_nan: NanPolicy = "raise",
     ):
+        check_tokenizer("tokenizer", tokenizer, methods=("batch_decode", "__len__"))
         if eos_token_id is None:
             eos_token_id = getattr(tokenizer, "eos_token_id", None)
-        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id)
+        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id, on_nan=on_nan)
         if not callable(predicate):
             raise TypeError(f"predicate must be a callable str -> bool; got {predicate!r}")
         self.predicate = predicate

@@ -24,7 +24,7 @@ import torch
 
 from ..core import MaskingProcessor
 from ..numerics import NEG_INF
-from ..validate import EmptyRowPolicy
+from ..validate import EmptyRowPolicy, NanPolicy, check_tokenizer
 from .column_mask import ColumnMask
 
 _FEW_TOKENS = 64  # a state masking at most this many tokens is written through one flat index per step
@@ -90,10 +90,11 @@ class PhraseBan(MaskingProcessor):
         case_variants: bool = False,
         on_empty: EmptyRowPolicy = "raise",
         eos_token_id: int | Sequence[int] | None = None,
+        *,
+        on_nan: NanPolicy = "raise",
     ):
         phrases = _check_phrases(phrases)
-        if not callable(getattr(tokenizer, "encode", None)):
-            raise ValueError(f"tokenizer must be a Hugging Face tokenizer with an encode() method; got {tokenizer!r}")
+        check_tokenizer("tokenizer", tokenizer, methods=("encode",))
         if eos_token_id is None:
             eos_token_id = getattr(tokenizer, "eos_token_id", None) if on_empty == "keep_eos" else None
         sequences = []
@@ -106,7 +107,7 @@ class PhraseBan(MaskingProcessor):
             if not encoded:
                 raise ValueError(f"phrases: {phrase!r} encodes to no tokens with this tokenizer")
             sequences.extend(encoded)
-        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id)
+        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id, on_nan=on_nan)
         self.phrases = phrases
         self._compile(_check_sequences("phrases (encoded)", sequences))
 
@@ -117,6 +118,7 @@ class PhraseBan(MaskingProcessor):
         *,
         on_empty: EmptyRowPolicy = "raise",
         eos_token_id: int | Sequence[int] | None = None,
+        on_nan: NanPolicy = "raise",
     ) -> PhraseBan:
         """Ban token-id sequences directly: ``[[id, ...], ...]``, as HF's ``bad_words_ids``.
 
@@ -124,7 +126,7 @@ class PhraseBan(MaskingProcessor):
         is only the ``on_empty="keep_eos"`` fallback; a banned ``[eos]`` stays banned.
         """
         self = cls.__new__(cls)
-        MaskingProcessor.__init__(self, on_empty=on_empty, eos_token_id=eos_token_id)
+        MaskingProcessor.__init__(self, on_empty=on_empty, eos_token_id=eos_token_id, on_nan=on_nan)
         self.phrases = None
         self._compile(_check_sequences("sequences", sequences))
         return self

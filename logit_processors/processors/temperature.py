@@ -12,27 +12,61 @@ import torch
 
 from .. import numerics
 from ..core import DeviceCache, Processor, scratch_pair
-from ..validate import per_row, positive_finite_float
+from ..validate import NanPolicy, check_nan_policy, per_row, positive_finite_float, score_value_error, unusable_rows
+
+#: Temperatures below this are refused: in float32 they are indistinguishable from 0 (T -> 0 is
+#: argmax: decode greedily instead).
+MIN_TEMPERATURE = 1e-30
 
 
-def divide_by_temperature(scores: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
-    """``scores / temperature`` as a new tensor of the scores' dtype, never inf or NaN from finite input.
+def divide_by_temperature(scores: torch.Tensor, temperature: float | torch.Tensor, owner: str = "Temperature",
+                          on_nan: str = "raise") -> torch.Tensor:
+    """``scores / temperature`` as a new tensor of the scores' dtype: never NaN or ``+inf`` from
+    finite scores, never a row left without a finite entry, masked ``-inf`` entries kept.
 
     ``temperature`` is a float or a float32 column ``[B, 1]`` on the scores' device.
 
     float32 and float64 are divided directly, so the result equals ``scores / T`` to the last
-    bit. Half precision (fp16 max is 65504) would overflow for a tiny T (``30 / 1e-4``), so
-    those rows are computed in float32 after subtracting the row maximum (softmax is
-    shift-invariant: the distribution is unchanged) and clamped at the dtype's lowest finite
-    value; masked ``-inf`` entries stay ``-inf``.
+    bit. Below ``T = 1`` that can overflow (``1e33 / 1e-6``): the output's row maxima are read
+    (one reduction, which also applies the input policy to the rows: ``owner`` and ``on_nan`` as
+    for a processor), and a row that overflowed is computed again in float64 as
+    ``(scores - max) / T``, clamped at the lowest finite value (softmax is shift-invariant: its
+    distribution is unchanged, and tokens at the clamp had probability exactly 0). A finite score
+    more than ``T`` times the float range below zero becomes ``-inf``: its probability is exactly
+    0 either way. Half precision (fp16's largest value is 65504) is always computed in float32
+    after subtracting the row maximum, and clamped at the dtype's lowest finite value.
+
+    Example:
+        >>> import torch
+        >>> divide_by_temperature(torch.tensor([[1e33, 0.0, -float("inf")]]), 1e-6).tolist()  # row shifted
+        [[0.0, -3.4028234663852886e+38, -inf]]
     """
-    if scores.dtype in (torch.float32, torch.float64):
-        return scores / temperature
-    scores32 = scores.float()
-    scaled = (scores32 - numerics.finite_row_max(scores32)) / temperature
-    lowest = torch.finfo(scores.dtype).min
-    scaled = torch.where(scores32 == numerics.NEG_INF, scores32, scaled.clamp_min(lowest))
-    return scaled.to(scores.dtype)
+    if scores.dtype not in (torch.float32, torch.float64):
+        scores32 = scores.float()
+        scaled = (scores32 - numerics.finite_row_max(scores32)) / temperature
+        lowest = torch.finfo(scores.dtype).min
+        scaled = torch.where(scores32 == numerics.NEG_INF, scores32, scaled.clamp_min(lowest))
+        return scaled.to(scores.dtype)
+    out = scores / temperature
+    below_one = temperature < 1 if isinstance(temperature, float) else bool((temperature < 1).any())
+    if not below_one:
+        return out  # |scores / T| <= |scores|: nothing can overflow
+    rows = unusable_rows(out.amax(dim=-1).tolist())  # +inf: overflow or bad input; -inf: every entry underflowed
+    if not rows:
+        return out
+    came_in = unusable_rows(scores[rows].amax(dim=-1).tolist())
+    if came_in and on_nan == "raise":
+        raise score_value_error(owner, scores, [rows[i] for i in came_in])
+    overflowed = [row for i, row in enumerate(rows) if i not in set(came_in)]
+    if overflowed:
+        index = torch.tensor(overflowed, device=scores.device)
+        wide = scores.index_select(0, index).double()
+        column = temperature if isinstance(temperature, float) else temperature.index_select(0, index).double()
+        shifted = (wide - wide.amax(dim=-1, keepdim=True)) / column
+        lowest = torch.finfo(scores.dtype).min
+        shifted = torch.where(wide == numerics.NEG_INF, wide, shifted.clamp_min(lowest)).to(scores.dtype)
+        out.index_copy_(0, index, shifted)
+    return out
 
 
 class Temperature(Processor):
@@ -60,21 +94,29 @@ class Temperature(Processor):
         [[2.0, 4.0], [1.0, 2.0]]
     """
 
-    def __init__(self, temperature: float | torch.Tensor):
+    def __init__(self, temperature: float | torch.Tensor, *, on_nan: NanPolicy = "raise"):
         if isinstance(temperature, torch.Tensor):
             self.temperature = _check_per_row_temperatures(temperature)
         else:
-            self.temperature = positive_finite_float("temperature", temperature)
+            self.temperature = _at_least_min("temperature", positive_finite_float("temperature", temperature))
+        self.on_nan = check_nan_policy(on_nan)
         self._cache = DeviceCache()
+
+    @property
+    def checks_own_values(self) -> bool:
+        # Below 1 the division reads its output's row maxima anyway (to repair an overflow) and
+        # applies the input policy there: one reduction instead of two.
+        t = self.temperature
+        return (t < 1) if isinstance(t, float) else bool((t < 1).any())
 
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         if isinstance(self.temperature, float):
             if self.temperature == 1.0:
                 return scores
-            return divide_by_temperature(scores, self.temperature)
+            return divide_by_temperature(scores, self.temperature, type(self).__name__, self.on_nan)
         column = self._cache.get(scores.device, torch.float32, "t", lambda: self.temperature)
         column = per_row("temperature", column, scores.shape[0])[:, None]
-        return divide_by_temperature(scores, column)
+        return divide_by_temperature(scores, column, type(self).__name__, self.on_nan)
 
     def _repr_fields(self) -> dict[str, object]:
         t = self.temperature
@@ -87,11 +129,11 @@ def _check_per_row_temperatures(temperature: torch.Tensor) -> torch.Tensor:
             f"temperature as a tensor must be 1-D with one entry per row; got shape {tuple(temperature.shape)}"
         )
     values = temperature.detach().to("cpu", torch.float64)
-    bad = ~(torch.isfinite(values) & (values > 0))
+    bad = ~(torch.isfinite(values) & (values >= MIN_TEMPERATURE))
     if bool(bad.any()):
         rows = bad.nonzero().flatten().tolist()
         raise ValueError(
-            f"temperature must be positive and finite in every row; rows {rows[:10]} have "
+            f"temperature must be finite and at least {MIN_TEMPERATURE:g} in every row; rows {rows[:10]} have "
             f"{values[bad][:10].tolist()}"
         )
     return values.to(torch.float32)
@@ -122,8 +164,9 @@ class EntropyTemperature(Processor):
         [17.92, 0.67]
     """
 
-    def __init__(self, min_t: float, max_t: float, exponent: float = 1.0):
-        self.min_t = positive_finite_float("min_t", min_t)
+    def __init__(self, min_t: float, max_t: float, exponent: float = 1.0, *, on_nan: NanPolicy = "raise"):
+        self.min_t = _at_least_min("min_t", positive_finite_float("min_t", min_t))
+        self.on_nan = check_nan_policy(on_nan)
         self.max_t = positive_finite_float("max_t", max_t)
         if self.max_t < self.min_t:
             raise ValueError(f"max_t must be >= min_t; got min_t={self.min_t!r}, max_t={self.max_t!r}")
@@ -154,8 +197,22 @@ class EntropyTemperature(Processor):
         self.__dict__.update(state)
         self._scratch = threading.local()
 
+    @property
+    def checks_own_values(self) -> bool:
+        return self.min_t < 1  # as Temperature: the division below 1 applies the input policy itself
+
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        return divide_by_temperature(scores, self.row_temperatures(scores)[:, None])
+        column = self.row_temperatures(scores)[:, None]
+        return divide_by_temperature(scores, column, type(self).__name__, self.on_nan)
 
     def _repr_fields(self) -> dict[str, object]:
         return {"min_t": self.min_t, "max_t": self.max_t, "exponent": self.exponent}
+
+
+def _at_least_min(name: str, temperature: float) -> float:
+    if temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"{name} must be at least {MIN_TEMPERATURE:g} (below, float32 cannot tell it from 0); got {temperature!r}. "
+            "For the limit T -> 0 (always the most likely token) decode greedily"
+        )
+    return temperature

@@ -27,8 +27,7 @@ import torch
 from .. import numerics
 from ..core import MaskingProcessor
 from ..numerics import NEG_INF
-from ..validate import EmptyRowPolicy, positive_int, probability
-
+from ..validate import EmptyRowPolicy, NanPolicy, positive_int, probability
 
 
 class TopK(MaskingProcessor):
@@ -64,8 +63,10 @@ class TopK(MaskingProcessor):
         min_tokens_to_keep: int = 1,
         on_empty: EmptyRowPolicy = "raise",
         eos_token_id: int | Sequence[int] | None = None,
+        *,
+        on_nan: NanPolicy = "raise",
     ):
-        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id)
+        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id, on_nan=on_nan)
         self.k = positive_int("k", k)
         self.min_tokens_to_keep = positive_int("min_tokens_to_keep", min_tokens_to_keep)
 
@@ -125,8 +126,10 @@ class MinP(MaskingProcessor):
         min_tokens_to_keep: int = 1,
         on_empty: EmptyRowPolicy = "raise",
         eos_token_id: int | Sequence[int] | None = None,
+        *,
+        on_nan: NanPolicy = "raise",
     ):
-        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id)
+        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id, on_nan=on_nan)
         self.p = probability("p", p)
         self.min_tokens_to_keep = positive_int("min_tokens_to_keep", min_tokens_to_keep)
 
@@ -228,8 +231,10 @@ class TopP(MaskingProcessor):
         min_tokens_to_keep: int = 1,
         on_empty: EmptyRowPolicy = "raise",
         eos_token_id: int | Sequence[int] | None = None,
+        *,
+        on_nan: NanPolicy = "raise",
     ):
-        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id)
+        super().__init__(on_empty=on_empty, eos_token_id=eos_token_id, on_nan=on_nan)
         self.p = probability("p", p)
         self.min_tokens_to_keep = positive_int("min_tokens_to_keep", min_tokens_to_keep)
         self.reset()

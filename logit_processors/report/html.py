@@ -23,8 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from ..gaps.trace import Trace
-from .style import BACKGROUND_STOPS, COLOR_BY, GLYPHS, LABELS, MEANINGS, check_color_by, css_color, heat, part_of, records_by_sequence, resolve_prompt_lengths, visible_token
-
+from .style import (
+    BACKGROUND_STOPS,
+    COLOR_BY,
+    GLYPHS,
+    LABELS,
+    MEANINGS,
+    check_color_by,
+    css_color,
+    heat,
+    part_of,
+    records_by_sequence,
+    resolve_prompt_lengths,
+    visible_token,
+)
 
 
 def trace_html(

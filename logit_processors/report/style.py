@@ -16,7 +16,6 @@ from typing import Any
 
 from ..gaps.trace import Trace
 
-
 #: The statistics a view can be colored by.
 COLOR_BY: tuple[str, ...] = ("surprisal", "top_gap", "chosen_gap", "entropy")
 

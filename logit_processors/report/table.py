@@ -17,7 +17,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..gaps.trace import Trace
-from .style import FOREGROUND_STOPS, LABELS, MEANINGS, check_color_by, format_number, heat, ramp, records_by_sequence, resolve_prompt_lengths, visible_token
+from .style import (
+    FOREGROUND_STOPS,
+    LABELS,
+    MEANINGS,
+    check_color_by,
+    format_number,
+    heat,
+    ramp,
+    records_by_sequence,
+    resolve_prompt_lengths,
+    visible_token,
+)
 
 if TYPE_CHECKING:  # rich is imported when a table is made
     from rich.table import Table

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from ..core import raise_pending_checks
+
 #: GenerationConfig fields from which ``generate(do_sample=True)`` builds sampling warpers,
 #: applied *after* user processors. All are set to None by :func:`neutral_sampling_settings`;
 #: each is only passed where this transformers has it.
@@ -65,7 +67,7 @@ def run_generate(
     if seed is not None:
         set_seed(seed)
     with torch.inference_mode():
-        return model.generate(
+        output = model.generate(
             **inputs,
             logits_processor=LogitsProcessorList(processors),
             do_sample=not greedy,
@@ -73,3 +75,5 @@ def run_generate(
             return_dict_in_generate=True,
             **{**neutral_sampling_settings(), **generate_kwargs},
         )
+    raise_pending_checks()  # on CUDA, the input policy's last checks are read here
+    return output

@@ -60,7 +60,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..validate import describe, per_row
+from ..core import host_reads_are_free
+from ..validate import describe, optional_token_id, per_row
 from .model_inputs import accepts_argument, cache_kwarg, model_device, new_cache
 
 # generate()'s speculative loop; processors called from inside it see a draft model's scores.
@@ -83,7 +84,9 @@ class CachedMembers:
         self.models = list(models)
         for i, model in enumerate(self.models):
             check_causal_lm(f"model #{i}", model)
-        self.pad_token_id = pad_token_id
+        self.pad_token_id = optional_token_id("pad_token_id", pad_token_id)
+        # The ids each model can embed: input_ids beyond them are refused with a clear error.
+        self._vocab_sizes = [embedding_rows(model) for model in self.models]
         self._forward_kwargs = [_forward_kwargs(model) for model in self.models]
         self._pending_mask: torch.Tensor | None = None
         self.counts = {"prefill": 0, "continue": 0, "reorder": 0}
@@ -114,11 +117,26 @@ class CachedMembers:
             try:
                 parents = self._parents(input_ids)
                 if parents is None:
+                    self._check_ids(input_ids)
                     return self._prefill(input_ids)
+                if host_reads_are_free(input_ids.device):  # elsewhere the read would sync at every step
+                    self._check_ids(input_ids[:, -1:])
                 return self._continue(input_ids, parents)
             except BaseException:
                 self.reset()  # a step that failed half way must not leave caches out of step
                 raise
+
+    def _check_ids(self, ids: torch.Tensor) -> None:
+        """A ValueError naming the model when ``ids`` hold a token id it cannot embed (one [B, T]
+        min/max read; without it the model fails deep inside its embedding)."""
+        if not ids.numel():
+            return
+        low, high = int(ids.min()), int(ids.max())
+        for i, size in enumerate(self._vocab_sizes):
+            if low < 0 or (size is not None and high >= size):
+                bad = low if low < 0 else high
+                allowed = f"0..{size - 1}" if size is not None else ">= 0"
+                raise ValueError(f"input_ids holds token id {bad}, which model #{i} cannot embed (allowed: {allowed})")
 
     # -- row tracking --------------------------------------------------------------------------
 
@@ -212,6 +230,13 @@ class CachedMembers:
 
 # --------------------------------------------------------------------------------------------
 # Helpers
+
+
+def embedding_rows(model: torch.nn.Module) -> int | None:
+    """How many token ids ``model``'s input embedding holds (None when it does not say)."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) else None
 
 
 def check_causal_lm(name: str, model: object) -> None:
