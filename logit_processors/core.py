@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
@@ -94,6 +95,17 @@ class Processor(LogitsProcessor):
         """Whether :meth:`process` applies the value policy itself (from a reduction it needs
         anyway), so that the base class need not read the scores a second time."""
         return False
+
+    def check_values_from(self, scores: torch.Tensor, detector: torch.Tensor) -> None:
+        """The input policy from ``detector [B]``, values this processor computed anyway that are
+        non-finite exactly where a row of ``scores`` holds NaN or ``+inf`` or no finite entry (a
+        row maximum, a top probability): ``B`` values read instead of a pass over the scores; the
+        exact check runs only when one is non-finite (to name the row, or to let through a row
+        that arrives empty to a ``keep_eos`` processor). On CUDA, the deferred exact check."""
+        if self.on_nan != "raise":
+            return
+        if PENDING.defers(scores.device) or not math.isfinite(sum(detector.tolist())):
+            check_scores(type(self).__name__, scores, empty_rows_allowed=self.accepts_empty_rows)
 
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

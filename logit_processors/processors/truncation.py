@@ -57,6 +57,8 @@ class TopK(MaskingProcessor):
         [[-inf, 4.0, 3.0, 3.0]]
     """
 
+    checks_own_values = True  # its top-k values hold each row's maximum: the input policy from them
+
     def __init__(
         self,
         k: int,
@@ -79,6 +81,7 @@ class TopK(MaskingProcessor):
             # tie straddles the cut: the (k+1)-th value must be strictly below the k-th
             # (checked per step; a NaN or -inf at the cut also takes the general path).
             top, where = torch.topk(scores, k + 1, dim=-1)
+            self.check_values_from(scores, top[:, 0])  # the row maximum (topk puts NaN first)
             if bool((top[:, k] < top[:, k - 1]).all()):
                 out = torch.full_like(scores, NEG_INF).scatter_(1, where[:, :k], top[:, :k])
                 return self.finish(out, witness=top[:, 0])
@@ -86,6 +89,7 @@ class TopK(MaskingProcessor):
         else:
             # Unsorted: only the smallest of the k winners (the k-th) matters.
             top = torch.topk(scores, k, dim=-1, sorted=False).values
+            self.check_values_from(scores, top.amax(dim=-1))  # the row maximum (NaN propagates)
             kth = top.amin(dim=-1, keepdim=True)
         out = scores.masked_fill(scores < kth, NEG_INF)
         return self.finish(out, witness=top.amax(dim=-1))
@@ -120,6 +124,8 @@ class MinP(MaskingProcessor):
         [[False, False, False, True]]
     """
 
+    checks_own_values = True  # its top probabilities are NaN exactly for rows the input policy refuses
+
     def __init__(
         self,
         p: float,
@@ -139,6 +145,7 @@ class MinP(MaskingProcessor):
         # threshold on logits) can round the other way at the cut.
         probs = torch.softmax(scores, dim=-1)
         top_probs = probs.amax(dim=-1, keepdim=True)
+        self.check_values_from(scores, top_probs.squeeze(-1))  # NaN for NaN, +inf or no finite entry
         remove = probs < self.p * top_probs
         k = min(self.min_tokens_to_keep, probs.shape[-1])
         if k > 1:
@@ -205,6 +212,8 @@ class TopP(MaskingProcessor):
         [[False, False, True, True]]
     """
 
+    checks_own_values = True  # its window's top values hold each row's maximum
+
     #: First candidate window; the nuclei of real LMs at p ~ 0.9 mostly fit in it.
     INITIAL_WINDOW = 256
     #: A window too small for some row is retried this much larger: fewer retries than
@@ -250,6 +259,7 @@ class TopP(MaskingProcessor):
         # so a comparison there selects the same tokens of the original tensor.
         work = numerics.as_float32(scores)
         if scores.device.type != "cpu":
+            self.check_values_from(scores, work.amax(dim=-1))
             remove = _hf_top_p_removal(work, self.p, self.min_tokens_to_keep)
             self.path_counts["full_sort"] += scores.shape[0]
             return self.finish(scores.masked_fill(remove, NEG_INF), witness=work.amax(dim=-1))
@@ -259,10 +269,13 @@ class TopP(MaskingProcessor):
         threshold = torch.full((batch,), NEG_INF, dtype=work.dtype)
         kept = torch.ones(batch, dtype=torch.long)
         row_max, rest = self._by_window(work, threshold, kept)
+        if row_max is not None:
+            self.check_values_from(scores, row_max)  # the window's top: each row's maximum
         if rest.numel():
             full, rest_max = self._by_value_sort(work, rest, threshold, kept)
             if row_max is None:
                 row_max = rest_max
+                self.check_values_from(scores, row_max)
         else:
             full = rest
         remove = work < threshold[:, None]
