@@ -81,7 +81,7 @@ class Processor(LogitsProcessor):
         check_call(input_ids, scores, type(self).__name__)
         if scores.shape[0] == 0:  # an empty batch: nothing to process
             return scores
-        if self.on_nan == "raise" and not self.checks_own_values:
+        if self.on_nan == "raise" and not self.checks_own_values(scores):
             check_scores(type(self).__name__, scores, empty_rows_allowed=self.accepts_empty_rows)
         return self.process(input_ids, scores)
 
@@ -90,10 +90,9 @@ class Processor(LogitsProcessor):
         """Whether rows that arrive with every token at ``-inf`` are this processor's to handle."""
         return False
 
-    @property
-    def checks_own_values(self) -> bool:
-        """Whether :meth:`process` applies the value policy itself (from a reduction it needs
-        anyway), so that the base class need not read the scores a second time."""
+    def checks_own_values(self, scores: torch.Tensor) -> bool:
+        """Whether :meth:`process` applies the value policy to these ``scores`` itself (from a
+        reduction it needs anyway), so that the base class need not read them a second time."""
         return False
 
     def check_values_from(self, scores: torch.Tensor, detector: torch.Tensor) -> None:

@@ -191,3 +191,37 @@ def test_entropy_temperature_reuses_its_scratch_safely_across_calls_threads_and_
         torch.testing.assert_close(results[i], batches[i] / (0.5 + numerics.normalized_entropy(batches[i]))[:, None])
     for clone in (copy.deepcopy(proc), pickle.loads(pickle.dumps(proc))):
         torch.testing.assert_close(clone(ids(3), batches[1]), proc(ids(3), batches[1]))
+
+
+@pytest.mark.parametrize("make", [lambda: Temperature(1e-6), lambda: Temperature(torch.tensor([1e-6, 0.5, 2.0])),
+                                  lambda: EntropyTemperature(1e-6, 1.0)])
+def test_overflow_repair_on_an_accelerator_reads_nothing_back(monkeypatch, deferred_checks, make):
+    # As on a CUDA device (deferred_checks): below T = 1 the overflow repair is chosen per row on
+    # the device, with no host read; the rows come out as the CPU path's (same float64 repair),
+    # and bad input is still reported by the deferred check.
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host round trip in the hot path")
+
+    scores = torch.tensor([[1e33, -1e33, 0.0, NEG_INF], [3.0, 1.0, 0.0, -2.0], [1e30, 1.0, 0.0, NEG_INF]])
+    processor = make()
+    with monkeypatch.context() as patch:
+        for name in ("item", "cpu", "tolist", "numpy", "__bool__", "__int__", "__float__"):
+            patch.setattr(torch.Tensor, name, forbidden)
+        on_device = processor(ids(3), scores)
+    from logit_processors import core
+
+    core.PENDING.raise_pending()
+    monkeypatch.undo()  # the CPU path, which reads row maxima back
+    on_host = processor(ids(3), scores)
+    assert torch.equal(on_device, on_host)
+    assert not torch.isnan(on_device).any() and not torch.isposinf(on_device).any()
+    assert torch.isneginf(on_device[:, 3][[0, 2]]).all()
+    assert torch.equal(on_device.argmax(-1), scores.argmax(-1))
+
+
+def test_deferred_check_still_reports_nan_after_the_device_repair(deferred_checks):
+    from logit_processors import core
+
+    Temperature(1e-6)(ids(1), torch.tensor([[1e33, float("nan"), 0.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        core.PENDING.raise_pending()

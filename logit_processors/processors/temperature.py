@@ -11,7 +11,7 @@ import threading
 import torch
 
 from .. import numerics
-from ..core import DeviceCache, Processor, scratch_pair
+from ..core import DeviceCache, Processor, host_reads_are_free, scratch_pair
 from ..validate import NanPolicy, check_nan_policy, per_row, positive_finite_float, score_value_error, unusable_rows
 
 #: Temperatures below this are refused: in float32 they are indistinguishable from 0 (T -> 0 is
@@ -20,18 +20,21 @@ MIN_TEMPERATURE = 1e-30
 
 
 def divide_by_temperature(scores: torch.Tensor, temperature: float | torch.Tensor, owner: str = "Temperature",
-                          on_nan: str = "raise") -> torch.Tensor:
+                          on_nan: str = "raise", *, may_overflow: bool | None = None) -> torch.Tensor:
     """``scores / temperature`` as a new tensor of the scores' dtype: never NaN or ``+inf`` from
     finite scores, never a row left without a finite entry, masked ``-inf`` entries kept.
 
-    ``temperature`` is a float or a float32 column ``[B, 1]`` on the scores' device.
+    ``temperature`` is a float or a float32 column ``[B, 1]`` on the scores' device;
+    ``may_overflow`` whether any of it is below 1 (default: looked up, a host read for a column).
 
     float32 and float64 are divided directly, so the result equals ``scores / T`` to the last
-    bit. Below ``T = 1`` that can overflow (``1e33 / 1e-6``): the output's row maxima are read
-    (one reduction, which also applies the input policy to the rows: ``owner`` and ``on_nan`` as
-    for a processor), and a row that overflowed is computed again in float64 as
+    bit. Below ``T = 1`` that can overflow (``1e33 / 1e-6``): on the CPU the output's row maxima
+    are read (one reduction, which also applies the input policy to the rows: ``owner`` and
+    ``on_nan`` as for a processor), and a row that overflowed is computed again in float64 as
     ``(scores - max) / T``, clamped at the lowest finite value (softmax is shift-invariant: its
-    distribution is unchanged, and tokens at the clamp had probability exactly 0). A finite score
+    distribution is unchanged, and tokens at the clamp had probability exactly 0). Where a read
+    would sync the device, the same repair is chosen per row on the device, without a read (the
+    input policy is then the processor's usual deferred check). A finite score
     more than ``T`` times the float range below zero becomes ``-inf``: its probability is exactly
     0 either way. Half precision (fp16's largest value is 65504) is always computed in float32
     after subtracting the row maximum, and clamped at the dtype's lowest finite value.
@@ -48,9 +51,12 @@ def divide_by_temperature(scores: torch.Tensor, temperature: float | torch.Tenso
         scaled = torch.where(scores32 == numerics.NEG_INF, scores32, scaled.clamp_min(lowest))
         return scaled.to(scores.dtype)
     out = scores / temperature
-    below_one = temperature < 1 if isinstance(temperature, float) else bool((temperature < 1).any())
-    if not below_one:
+    if may_overflow is None:
+        may_overflow = temperature < 1 if isinstance(temperature, float) else bool((temperature < 1).any())
+    if not may_overflow:
         return out  # |scores / T| <= |scores|: nothing can overflow
+    if not host_reads_are_free(scores.device):
+        return _repair_rows_on_device(scores, out, temperature)
     rows = unusable_rows(out.amax(dim=-1).tolist())  # +inf: overflow or bad input; -inf: every entry underflowed
     if not rows:
         return out
@@ -60,13 +66,26 @@ def divide_by_temperature(scores: torch.Tensor, temperature: float | torch.Tenso
     overflowed = [row for i, row in enumerate(rows) if i not in set(came_in)]
     if overflowed:
         index = torch.tensor(overflowed, device=scores.device)
-        wide = scores.index_select(0, index).double()
-        column = temperature if isinstance(temperature, float) else temperature.index_select(0, index).double()
-        shifted = (wide - wide.amax(dim=-1, keepdim=True)) / column
-        lowest = torch.finfo(scores.dtype).min
-        shifted = torch.where(wide == numerics.NEG_INF, wide, shifted.clamp_min(lowest)).to(scores.dtype)
-        out.index_copy_(0, index, shifted)
+        column = temperature if isinstance(temperature, float) else temperature.index_select(0, index)
+        out.index_copy_(0, index, _shifted_rows(scores.index_select(0, index), column))
     return out
+
+
+def _shifted_rows(scores: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """``(scores - row max) / T`` computed in float64, clamped at the dtype's lowest finite value,
+    masked ``-inf`` kept: the repair of rows whose plain division overflowed."""
+    wide = scores.double()
+    column = temperature if isinstance(temperature, float) else temperature.double()
+    shifted = (wide - numerics.finite_row_max(wide)) / column
+    lowest = torch.finfo(scores.dtype).min
+    return torch.where(wide == numerics.NEG_INF, wide, shifted.clamp_min(lowest)).to(scores.dtype)
+
+
+def _repair_rows_on_device(scores: torch.Tensor, out: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """The overflow repair without a host read: rows of ``out`` whose maximum is not finite while
+    the scores' is take :func:`_shifted_rows` (computed for every row, kept where needed)."""
+    overflowed = ~torch.isfinite(out.amax(dim=-1, keepdim=True)) & torch.isfinite(scores.amax(dim=-1, keepdim=True))
+    return torch.where(overflowed, _shifted_rows(scores, temperature), out)
 
 
 class Temperature(Processor):
@@ -101,22 +120,23 @@ class Temperature(Processor):
             self.temperature = _at_least_min("temperature", positive_finite_float("temperature", temperature))
         self.on_nan = check_nan_policy(on_nan)
         self._cache = DeviceCache()
-
-    @property
-    def checks_own_values(self) -> bool:
-        # Below 1 the division reads its output's row maxima anyway (to repair an overflow) and
-        # applies the input policy there: one reduction instead of two.
         t = self.temperature
-        return (t < 1) if isinstance(t, float) else bool((t < 1).any())
+        self._may_overflow = (t < 1) if isinstance(t, float) else bool((t < 1).any())
+
+    def checks_own_values(self, scores: torch.Tensor) -> bool:
+        # Below 1 the division reads its output's row maxima anyway (float32/64 on the CPU, to
+        # repair an overflow) and applies the input policy there: one reduction instead of two.
+        return self._may_overflow and _reads_output(scores)
 
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         if isinstance(self.temperature, float):
             if self.temperature == 1.0:
                 return scores
-            return divide_by_temperature(scores, self.temperature, type(self).__name__, self.on_nan)
+            return divide_by_temperature(scores, self.temperature, type(self).__name__, self.on_nan,
+                                         may_overflow=self._may_overflow)
         column = self._cache.get(scores.device, torch.float32, "t", lambda: self.temperature)
         column = per_row("temperature", column, scores.shape[0])[:, None]
-        return divide_by_temperature(scores, column, type(self).__name__, self.on_nan)
+        return divide_by_temperature(scores, column, type(self).__name__, self.on_nan, may_overflow=self._may_overflow)
 
     def _repr_fields(self) -> dict[str, object]:
         t = self.temperature
@@ -197,16 +217,22 @@ class EntropyTemperature(Processor):
         self.__dict__.update(state)
         self._scratch = threading.local()
 
-    @property
-    def checks_own_values(self) -> bool:
-        return self.min_t < 1  # as Temperature: the division below 1 applies the input policy itself
+    def checks_own_values(self, scores: torch.Tensor) -> bool:
+        return self.min_t < 1 and _reads_output(scores)  # as Temperature
 
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         column = self.row_temperatures(scores)[:, None]
-        return divide_by_temperature(scores, column, type(self).__name__, self.on_nan)
+        return divide_by_temperature(scores, column, type(self).__name__, self.on_nan, may_overflow=self.min_t < 1)
 
     def _repr_fields(self) -> dict[str, object]:
         return {"min_t": self.min_t, "max_t": self.max_t, "exponent": self.exponent}
+
+
+def _reads_output(scores: torch.Tensor) -> bool:
+    """Whether :func:`divide_by_temperature` below 1 reads these scores' output row maxima (and so
+    applies the input policy): float32/64 where a host read is free. Half precision takes the
+    shifted path, and on an accelerator the repair runs without a read: the base check then."""
+    return scores.dtype in (torch.float32, torch.float64) and host_reads_are_free(scores.device)
 
 
 def _at_least_min(name: str, temperature: float) -> float:

@@ -57,7 +57,8 @@ class TopK(MaskingProcessor):
         [[-inf, 4.0, 3.0, 3.0]]
     """
 
-    checks_own_values = True  # its top-k values hold each row's maximum: the input policy from them
+    def checks_own_values(self, scores: torch.Tensor) -> bool:
+        return True  # its top-k values hold each row's maximum: the input policy from them
 
     def __init__(
         self,
@@ -124,7 +125,8 @@ class MinP(MaskingProcessor):
         [[False, False, False, True]]
     """
 
-    checks_own_values = True  # its top probabilities are NaN exactly for rows the input policy refuses
+    def checks_own_values(self, scores: torch.Tensor) -> bool:
+        return True  # its top probabilities are NaN exactly for rows the input policy refuses
 
     def __init__(
         self,
@@ -212,7 +214,8 @@ class TopP(MaskingProcessor):
         [[False, False, True, True]]
     """
 
-    checks_own_values = True  # its window's top values hold each row's maximum
+    def checks_own_values(self, scores: torch.Tensor) -> bool:
+        return True  # its window's top values hold each row's maximum
 
     #: First candidate window; the nuclei of real LMs at p ~ 0.9 mostly fit in it.
     INITIAL_WINDOW = 256
