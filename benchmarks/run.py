@@ -40,7 +40,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from logit_processors import EntropyTemperature, MinP, Temperature, TokenMask, TopK, TopP
+from logit_processors import Chain, EntropyTemperature, MinP, Temperature, TokenMask, TopK, TopP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import calibration as calibration_bench  # benchmarks/calibration.py: fit time vs a forward pass, held-out figures
@@ -141,14 +141,14 @@ def grid_cases(batch: int, vocab: int) -> tuple[list[Case], list[dict]]:
         ("TopP(0.9)", TopP(0.9), TopPLogitsWarper(0.9), "mask"),
         ("MinP(0.05)", MinP(0.05), MinPLogitsWarper(0.05), "values"),
     ]
+    if batch == 8:  # the README's stack: one value check per step for the whole chain
+        pairs.append(("Temperature(0.7) | TokenMask(deny=1000) | TopP(0.9)", Temperature(0.7) | TokenMask(deny=deny_ids) | TopP(0.9), None, ""))
     cases = [Case("clone", lambda: scores.clone(), "clone", "clone", batch, vocab)]
     checks = []
     for name, ours, hf, compare in pairs:
         cases.append(Case(name, call(ours), name, "ours", batch, vocab))
         if batch == 8:  # the same processor without the input policy's value check: what the check costs
-            unchecked = copy.copy(ours)
-            unchecked.on_nan = "pass"
-            cases.append(Case(f"{name} unchecked", call(unchecked), name, "unchecked", batch, vocab))
+            cases.append(Case(f"{name} unchecked", call(without_value_check(ours)), name, "unchecked", batch, vocab))
         if hf is not None:
             cases.append(Case(f"HF {type(hf).__name__}", call(hf), name, "hf", batch, vocab))
             checks.append(agreement(name, batch, vocab, ours(input_ids, scores), hf(input_ids, scores), compare))
@@ -156,6 +156,15 @@ def grid_cases(batch: int, vocab: int) -> tuple[list[Case], list[dict]]:
         cases += mask_floor_cases("TokenMask(deny=1000)", scores, mask_of(deny_ids, vocab))
         cases += mask_floor_cases("TokenMask(allow=1000)", scores, ~mask_of(allow_ids, vocab))
     return cases, checks
+
+
+def without_value_check(processor):
+    """A copy of a processor (or of every member of a chain) with ``on_nan="pass"``."""
+    if isinstance(processor, Chain):
+        return Chain(*[without_value_check(member) for member in processor])
+    unchecked = copy.copy(processor)
+    unchecked.on_nan = "pass"
+    return unchecked
 
 
 def mask_of(ids: list[int], vocab: int) -> torch.Tensor:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
 import torch
@@ -78,12 +79,31 @@ class Processor(LogitsProcessor):
     # Exactly two parameters: LogitsProcessorList inspects the signature and would otherwise
     # demand extra keyword arguments from generate().
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        return self.apply(input_ids, scores, input_checked=VALIDATED.holds(scores))
+
+    def apply(self, input_ids: torch.LongTensor, scores: torch.Tensor, *, input_checked: bool = False) -> torch.Tensor:
+        """The call, with what the caller knows: ``input_checked=True`` when ``scores`` are exactly
+        what a processor returned after applying the input policy (a :class:`Chain` knows this of
+        its members' outputs), so that the value check is not repeated."""
         check_call(input_ids, scores, type(self).__name__)
         if scores.shape[0] == 0:  # an empty batch: nothing to process
             return scores
-        if self.on_nan == "raise" and not self.checks_own_values(scores):
+        if self.on_nan == "raise" and not input_checked and not self.checks_own_values(scores):
             check_scores(type(self).__name__, scores, empty_rows_allowed=self.accepts_empty_rows)
-        return self.process(input_ids, scores)
+        out = self.process(input_ids, scores)
+        if self.output_is_checked:
+            VALIDATED.remember(out)
+        return out
+
+    #: Whether, given scores that satisfy the input policy, :meth:`process` returns scores that
+    #: satisfy it too (finite or ``-inf``, a finite entry per row). Then the next processor of a
+    #: chain, handed this very output, skips the value check: one check per step, not per processor.
+    keeps_scores_valid: bool = False
+
+    @property
+    def output_is_checked(self) -> bool:
+        """Whether this processor's outputs satisfy the input policy (it checks, and keeps it)."""
+        return self.on_nan == "raise" and self.keeps_scores_valid
 
     @property
     def accepts_empty_rows(self) -> bool:
@@ -159,8 +179,17 @@ class Chain(LogitsProcessorList):
         # Our own loop rather than LogitsProcessorList's, which runs inspect.signature on every
         # processor at every step. What a member returns is checked: a wrong return value stops
         # here, named, instead of failing somewhere later.
+        # Between two members nothing else touches the scores: a member handed what a checked
+        # member returned skips the value check (see ValidatedScores; this also holds for
+        # inference tensors, which have no version counter).
+        input_checked = VALIDATED.holds(scores)
         for index, proc in enumerate(self):
-            out = proc(input_ids, scores)
+            if isinstance(proc, Processor):
+                out = proc.apply(input_ids, scores, input_checked=input_checked)
+                input_checked = proc.output_is_checked
+            else:
+                out = proc(input_ids, scores)
+                input_checked = False
             if out is not scores and not (
                 isinstance(out, torch.Tensor) and out.shape == scores.shape and out.is_floating_point()
             ):
@@ -189,6 +218,50 @@ class Chain(LogitsProcessorList):
 
 # --------------------------------------------------------------------------------------------
 # The value check
+
+
+class ValidatedScores(threading.local):
+    """The last scores a processor returned after applying the input policy (one per thread).
+
+    A chain ``Temperature(0.7) | TokenMask(...) | TopP(0.9)`` then checks its input once: each
+    later member is handed exactly the tensor its predecessor returned, and re-reading it would
+    cost a pass over the scores per processor (half a copy for a mask, whose own work is about
+    one). What is remembered is the tensor itself (weakly: nothing is kept alive) and its version
+    counter, which every in-place write bumps, through any view: scores that anything else
+    produced or touched in between (a Hugging Face processor, user code) are checked again.
+    Inference tensors (made under ``torch.inference_mode()``) have no version counter and are
+    never taken as checked here; inside a :class:`Chain` they need not be, since the chain hands
+    each member's output to the next itself.
+
+    Example:
+        >>> import torch
+        >>> scores = torch.zeros(1, 3)
+        >>> VALIDATED.remember(scores)
+        >>> VALIDATED.holds(scores), VALIDATED.holds(scores.clone())
+        (True, False)
+        >>> scores[0, 1] = float("nan")  # an in-place write: no longer the validated tensor
+        >>> VALIDATED.holds(scores)
+        False
+    """
+
+    def __init__(self) -> None:
+        self.scores: weakref.ref | None = None
+        self.version = -1
+
+    def remember(self, scores: torch.Tensor) -> None:
+        if scores.is_inference():  # no version counter: an in-place edit could not be seen
+            self.scores = None
+            return
+        self.scores = weakref.ref(scores)
+        # torch's version counter (what autograd uses to detect in-place edits); shared by views.
+        self.version = scores._version
+
+    def holds(self, scores: torch.Tensor) -> bool:
+        return self.scores is not None and self.scores() is scores and scores._version == self.version
+
+
+#: The scores the last checked processor returned in this thread (see :class:`ValidatedScores`).
+VALIDATED = ValidatedScores()
 
 
 def check_scores(owner: str, scores: torch.Tensor, *, empty_rows_allowed: bool = False) -> None:
@@ -351,6 +424,8 @@ class MaskingProcessor(Processor):
         self._eos_ids = check_empty_policy(on_empty, eos_token_id)
         self.on_nan = check_nan_policy(on_nan)
         self._cache = DeviceCache()
+
+    keeps_scores_valid = True  # it only sets entries to -inf, and never leaves a row empty (the policy)
 
     @property
     def accepts_empty_rows(self) -> bool:

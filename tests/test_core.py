@@ -1,6 +1,8 @@
 """The processor contract: validation, chaining, caches, the fully-masked-row policy."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper
 
@@ -141,3 +143,124 @@ def test_keep_eos_id_outside_scores_is_refused_at_first_call():
     proc = TokenMask(deny=[0], on_empty="keep_eos", eos_token_id=10)
     with pytest.raises(ValueError, match=r"eos_token_id contains token ids \[10\]"):
         proc(IDS, torch.zeros(2, 4))
+
+
+# --------------------------------------------------------------------------------------------
+# The value check, once per chain
+
+
+def count_checks(monkeypatch) -> list[str]:
+    from logit_processors import core
+
+    seen: list[str] = []
+    check = core.check_scores
+
+    def counting(owner, scores, **kwargs):
+        seen.append(owner)
+        return check(owner, scores, **kwargs)
+
+    monkeypatch.setattr(core, "check_scores", counting)
+    return seen
+
+
+def test_a_chain_checks_its_input_once(monkeypatch):
+    from logit_processors import TopP
+
+    seen = count_checks(monkeypatch)
+    chain = Temperature(1.5) | TokenMask(deny=[0]) | TokenMask(allow=[1, 2, 3]) | TopP(0.9)
+    chain(IDS, torch.randn(2, 7))
+    assert seen == ["Temperature"]  # the masks and TopP are handed what a checked processor returned
+    seen.clear()
+    chain(IDS, torch.randn(2, 7))  # a new step, new scores: checked again
+    assert seen == ["Temperature"]
+
+
+def test_scores_touched_between_processors_are_checked_again(monkeypatch):
+    nan = float("nan")
+
+    def poke_in_place(input_ids, scores):  # returns the same tensor, edited through a view
+        scores[1:, 2] = nan
+        return scores
+
+    def new_tensor(input_ids, scores):
+        return torch.where(torch.arange(scores.shape[1]) == 3, torch.tensor(float("inf")), scores)
+
+    for meddler, match in ((poke_in_place, r"row 1 holds NaN \(at column 2\)"), (new_tensor, r"row 0 holds \+inf")):
+        chain = Chain(Temperature(2.0), meddler, TokenMask(deny=[0]))
+        with pytest.raises(ValueError, match="TokenMask: " + match):
+            chain(IDS, torch.randn(2, 7))
+    # Inside a Hugging Face list, between our processors, the same.
+    listed = LogitsProcessorList([Temperature(2.0), poke_in_place, TokenMask(deny=[0])])
+    with pytest.raises(ValueError, match="TokenMask: row 1 holds NaN"):
+        listed(IDS, torch.randn(2, 7))
+
+
+def test_unchecked_or_untrusted_outputs_are_not_taken_as_checked(monkeypatch):
+    from logit_processors import TopK
+
+    nan = float("nan")
+    scores = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, nan, 3.0, 4.0]])
+    # on_nan="pass" checked nothing: its output is not vouched for.
+    with pytest.raises(ValueError, match=r"TokenMask: row 1 holds NaN"):
+        Chain(Temperature(2.0, on_nan="pass"), TokenMask(deny=[0]))(IDS, scores)
+    # A processor that does not promise valid output (the default) is not trusted either.
+
+    class Passthrough(Processor):
+        def process(self, input_ids, scores):
+            return scores * torch.tensor([[1.0], [nan]])
+
+    with pytest.raises(ValueError, match=r"TopK: row 1 holds NaN"):
+        Chain(Passthrough(), TopK(2))(IDS, scores.nan_to_num(0.0))
+
+
+@given(
+    st.lists(st.sampled_from(["t07", "t2", "deny", "allow", "topk", "topp", "minp", "entropy"]), min_size=1, max_size=5),
+    st.lists(st.sampled_from([0.0, 1.0, -3.0, 7.5, float("-inf"), float("nan"), float("inf")]), min_size=12, max_size=12),
+)
+@settings(max_examples=150, deadline=None)
+def test_checking_once_per_chain_decides_like_checking_every_processor(names, values):
+    from logit_processors import EntropyTemperature, MinP, TopK, TopP
+    from logit_processors.core import VALIDATED
+
+    make = {
+        "t07": lambda: Temperature(0.7), "t2": lambda: Temperature(2.0), "deny": lambda: TokenMask(deny=[0, 5]),
+        "allow": lambda: TokenMask(allow=[1, 2, 3, 4, 5]), "topk": lambda: TopK(2), "topp": lambda: TopP(0.8),
+        "minp": lambda: MinP(0.1), "entropy": lambda: EntropyTemperature(0.5, 1.5),
+    }
+    scores = torch.tensor(values).reshape(2, 6)
+
+    def outcome(chain):
+        try:
+            return chain(IDS, scores)
+        except ValueError as error:
+            return str(error).split(":")[0]  # the processor that refused
+
+    once = outcome(Chain(*[make[n]() for n in names]))
+    holds = VALIDATED.holds
+    VALIDATED.holds = lambda scores: False  # every processor checks its input
+    try:
+        every = outcome(Chain(*[make[n]() for n in names]))
+    finally:
+        VALIDATED.holds = holds
+    if isinstance(once, torch.Tensor) and isinstance(every, torch.Tensor):
+        assert torch.equal(once, every)
+    else:
+        assert once == every
+
+
+def test_a_chain_checks_once_also_under_inference_mode(monkeypatch):
+    # Inference tensors have no version counter: a plain list cannot vouch for them, but a Chain
+    # hands each member's output to the next itself.
+    from logit_processors import LogitGapMonitor, TopP
+
+    seen = count_checks(monkeypatch)
+    with torch.inference_mode():
+        scores = torch.randn(2, 7)
+        (Temperature(1.5) | LogitGapMonitor() | TokenMask(deny=[0]) | TopP(0.9))(IDS, scores)
+        assert seen == ["Temperature"]
+        seen.clear()
+        LogitsProcessorList([Temperature(1.5), TokenMask(deny=[0])])(IDS, scores)
+        assert seen == ["Temperature", "TokenMask"]
+        poked = torch.randn(2, 7)
+        with pytest.raises(ValueError, match=r"TokenMask: row 0 holds NaN"):
+            Chain(Temperature(1.5), lambda i, s: s.index_fill_(1, torch.tensor([3]), float("nan")), TokenMask(deny=[0]))(IDS, poked)

@@ -124,6 +124,8 @@ class LogitGapMonitor(Processor):
         self.eos_token_ids: list[int] = eos_token_ids(eos_token_id)
         self.reset()
 
+    keeps_scores_valid = True  # it returns the very scores it was given, untouched
+
     def _repr_fields(self) -> dict[str, object]:
         return {"top_k": self.top_k, "eos_token_id": self.eos_token_ids}
 

@@ -123,6 +123,8 @@ class Temperature(Processor):
         t = self.temperature
         self._may_overflow = (t < 1) if isinstance(t, float) else bool((t < 1).any())
 
+    keeps_scores_valid = True  # the division never makes NaN or +inf, nor a row without a finite entry
+
     def checks_own_values(self, scores: torch.Tensor) -> bool:
         # Below 1 the division reads its output's row maxima anyway (float32/64 on the CPU, to
         # repair an overflow) and applies the input policy there: one reduction instead of two.
@@ -216,6 +218,8 @@ class EntropyTemperature(Processor):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._scratch = threading.local()
+
+    keeps_scores_valid = True  # as Temperature
 
     def checks_own_values(self, scores: torch.Tensor) -> bool:
         return self.min_t < 1 and _reads_output(scores)  # as Temperature
