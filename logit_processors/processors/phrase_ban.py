@@ -109,6 +109,7 @@ class PhraseBan(MaskingProcessor):
             sequences.extend(encoded)
         super().__init__(on_empty=on_empty, eos_token_id=eos_token_id, on_nan=on_nan)
         self.phrases = phrases
+        self.variants, self.case_variants = bool(variants), bool(case_variants)
         self._compile(_check_sequences("phrases (encoded)", sequences))
 
     @classmethod
@@ -128,6 +129,7 @@ class PhraseBan(MaskingProcessor):
         self = cls.__new__(cls)
         MaskingProcessor.__init__(self, on_empty=on_empty, eos_token_id=eos_token_id, on_nan=on_nan)
         self.phrases = None
+        self.variants = self.case_variants = False
         self._compile(_check_sequences("sequences", sequences))
         return self
 
