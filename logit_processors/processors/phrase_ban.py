@@ -183,6 +183,12 @@ class PhraseBan(MaskingProcessor):
         self._checked_widths: set[int] = set()
         self._static_columns: dict[int, ColumnMask] = {}  # per scores width
 
+    @property
+    def history_window(self) -> int:
+        """How many of a row's last tokens can decide what is masked (the longest banned sequence
+        minus one): a caller that keeps the history elsewhere (vLLM) passes only those."""
+        return self._window
+
     def _tokens_to_mask(self, state: int) -> list[int]:
         """Completions of every banned prefix that is a suffix of this state (its failure chain)."""
         tokens = self._masked_at.get(state)
