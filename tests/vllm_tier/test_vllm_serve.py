@@ -15,7 +15,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import ENGINE
 
 httpx = pytest.importorskip("httpx")
 
@@ -30,7 +29,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_path, tmp_path_factory):
+def server(smollm2_path, engine_settings, tmp_path_factory):
+    ENGINE = engine_settings  # noqa: N806
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "vllm-serve.log"
     command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", smollm2_path, "--host", "127.0.0.1",

@@ -11,7 +11,6 @@ import json
 
 import pytest
 import torch
-from conftest import ENGINE
 
 from logit_processors import LogitGapMonitor, PhraseBan, from_spec
 from logit_processors.runtime.generation import run_generate
@@ -27,10 +26,10 @@ NEAR_TIE = 1e-2
 
 
 @pytest.fixture(scope="module")
-def llm(smollm2_path):
+def llm(smollm2_path, engine_settings):
     from vllm import LLM
 
-    engine = LLM(model=smollm2_path, **ENGINE)
+    engine = LLM(model=smollm2_path, **engine_settings)
     yield engine
     del engine
 
