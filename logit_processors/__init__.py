@@ -5,7 +5,8 @@ log-probabilities or log-odds, calibration makes confidences mean what they say,
 between logits are margins that reveal uncertainty or manipulation.
 
 One room per capability (README, "Layout"): :mod:`.processors`, :mod:`.ensemble`, :mod:`.gaps`,
-:mod:`.calibration`, :mod:`.detection`, :mod:`.report` and :mod:`.cli`, on the ground floor of
+:mod:`.calibration`, :mod:`.detection`, :mod:`.spec` (processors as JSON), :mod:`.report`, :mod:`.cli`
+and :mod:`.vllm` (serving them in vLLM; imports vLLM only when used), on the ground floor of
 :mod:`.numerics`, :mod:`.validate` and the contract in :mod:`.core`, with :mod:`.runtime` (models
 run beside ``generate()``) and :mod:`.models` (loading) in between. The names below are the
 public face; everything else is reached by its module path.
@@ -18,6 +19,7 @@ from .detection import DetectionResult, Detector, GapGuard, RefusalGap, guarded_
 from .ensemble import ContrastiveDecoding, LogOddsEnsemble, combine_log_probs
 from .gaps import LogitGapMonitor, Trace, gap_stats, token_stats
 from .processors import EntropyTemperature, MinP, PhraseBan, Temperature, TokenMask, TopK, TopP, VocabFilter
+from .spec import from_spec, to_spec
 
 __all__ = [
     "CalibratedTemperature",
@@ -43,7 +45,9 @@ __all__ = [
     "__version__",
     "calibrate_members",
     "combine_log_probs",
+    "from_spec",
     "gap_stats",
     "guarded_generate",
+    "to_spec",
     "token_stats",
 ]

@@ -431,6 +431,11 @@ class MaskingProcessor(Processor):
     def accepts_empty_rows(self) -> bool:
         return self.on_empty == "keep_eos"  # a row that arrives empty gets its EOS back too
 
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """The EOS ids that ``on_empty="keep_eos"`` keeps (``[]`` under ``"raise"``)."""
+        return list(self._eos_ids)
+
     def finish(self, scores: torch.Tensor, witness: torch.Tensor | None = None) -> torch.Tensor:
         """Apply the policy to a processed ``scores`` tensor that this processor owns.
 

@@ -29,9 +29,9 @@ FLOORS: list[set[str]] = [
     {"processors", "runtime"},  # stateless processors; running models beside generate()
     {"ensemble"},  # processors that run other models
     {"gaps", "calibration"},  # analysis: gap statistics and monitors; temperature scaling
-    {"detection"},  # attack detection (uses gaps)
+    {"detection", "spec"},  # attack detection (uses gaps); processors as JSON (uses calibration)
     {"report"},  # presentation: tables, HTML, plots
-    {"cli"},  # the command line
+    {"cli", "vllm"},  # the command line; the vLLM adapters (import vllm only when used)
     {"__main__"},
 ]
 FLOOR = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}

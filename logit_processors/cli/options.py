@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 
 from ..models import DEFAULT_MODEL
+from ..spec import SpecError, check_spec
 from .common import output_path, positive_int_arg
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
 #: The processor flags, in the order their processors are applied.
-PROCESSOR_FLAGS = ("deny", "ban", "temperature", "entropy_temperature", "top_k", "top_p", "min_p")
+PROCESSOR_FLAGS = ("processors", "deny", "ban", "temperature", "entropy_temperature", "top_k", "top_p", "min_p")
 
 
 def temperature_range(text: str) -> tuple[float, ...]:
@@ -29,6 +30,18 @@ def temperature_range(text: str) -> tuple[float, ...]:
     if len(values) not in (2, 3):
         raise argparse.ArgumentTypeError(f"expected MIN:MAX (e.g. 0.5:1.5) or MIN:MAX:EXPONENT; got {text!r}")
     return values
+
+
+def spec_file(text: str) -> dict:
+    """``--processors FILE.json``: the spec in the file, checked at once (before any model loads);
+    its text is bound to the model's tokenizer later."""
+    try:
+        with open(text, "rb") as f:
+            return check_spec(f.read())
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {error.strerror}") from error
+    except SpecError as error:
+        raise argparse.ArgumentTypeError(f"{text}: {error}") from error
 
 
 def model_options() -> argparse.ArgumentParser:
@@ -47,10 +60,13 @@ def generation_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group(
         "generation",
-        "Processors are applied in this order: --deny, --ban, --temperature, --entropy-temperature, "
-        "--top-k, --top-p, --min-p. Nothing else touches the scores: Hugging Face's own temperature/"
-        "top-k/top-p warpers are switched off.",
+        "Processors are applied in this order: --processors, --deny, --ban, --temperature, "
+        "--entropy-temperature, --top-k, --top-p, --min-p. Nothing else touches the scores: Hugging Face's "
+        "own temperature/top-k/top-p warpers are switched off.",
     )
+    group.add_argument("--processors", type=spec_file, metavar="FILE.json",
+                       help="processors from a spec file (logit_processors.to_spec; the same JSON vLLM takes as "
+                            "extra_args['logit_processors']), applied before the processor flags")
     group.add_argument("--max-new-tokens", type=positive_int_arg, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
                        help=f"tokens to generate at most (default: {DEFAULT_MAX_NEW_TOKENS})")
     group.add_argument("--greedy", action="store_true",

@@ -19,6 +19,7 @@ import torch
 from ..processors import EntropyTemperature, MinP, PhraseBan, Temperature, TokenMask, TopK, TopP
 from ..runtime.generation import run_generate
 from ..runtime.prompts import encode_prompt
+from ..spec import from_spec
 from . import calibrate, ensemble
 from .common import PROG, LoadedModel, fail, from_flag, one_line
 
@@ -42,6 +43,13 @@ def sampling_processors(args: argparse.Namespace) -> list:
             if getattr(args, name) is not None]
 
 
+def spec_processors(args: argparse.Namespace, tokenizer) -> list:
+    """The chain of ``--processors FILE.json`` (checked when the flags were parsed), bound to the tokenizer."""
+    if args.processors is None:
+        return []
+    return list(from_flag("processors", from_spec, args.processors, tokenizer))
+
+
 def masking_processors(args: argparse.Namespace, tokenizer, vocab_size: int) -> list:
     """``TokenMask`` for ``--deny`` and ``PhraseBan`` for ``--ban`` (they need the tokenizer)."""
     processors = []
@@ -54,13 +62,14 @@ def masking_processors(args: argparse.Namespace, tokenizer, vocab_size: int) -> 
 
 
 def build_processors(args: argparse.Namespace, tokenizer, vocab_size: int) -> list:
-    """All processors from the flags: masks first (so truncation chooses among allowed tokens),
-    then temperature (as Hugging Face does, so top-p sees the tempered distribution), then
+    """All processors from the flags: ``--processors FILE.json``'s chain, then masks (so truncation
+    chooses among allowed tokens), then temperature (as Hugging Face does, so top-p sees the tempered distribution), then
     truncation. An ensemble or contrastive decoding (loading its models) comes first of all,
     after only ``--calibration`` (a property of the model: its logits divided by the fitted T)."""
     return [
         *calibrate.processors(args),
         *ensemble.processors(args, tokenizer),
+        *spec_processors(args, tokenizer),
         *masking_processors(args, tokenizer, vocab_size),
         *sampling_processors(args),
     ]

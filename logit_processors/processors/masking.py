@@ -172,6 +172,7 @@ class VocabFilter(MaskingProcessor):
         if not callable(predicate):
             raise TypeError(f"predicate must be a callable str -> bool; got {predicate!r}")
         self.predicate = predicate
+        self.keep_special_tokens = bool(keep_special_tokens)
         vocab_size = len(tokenizer)
         special = set(getattr(tokenizer, "all_special_ids", []) or []) if keep_special_tokens else set()
         strings = tokenizer.batch_decode([[i] for i in range(vocab_size)], clean_up_tokenization_spaces=False)
@@ -195,3 +196,55 @@ class VocabFilter(MaskingProcessor):
 
     def _repr_fields(self) -> dict[str, object]:
         return {"predicate": getattr(self.predicate, "__name__", self.predicate), "kept": int(self.allowed.sum())}
+
+
+#: The tests on a token's text that :class:`TextPredicate` can name: ``str`` methods that take no
+#: argument and return a bool.
+TEXT_TESTS = {
+    name: getattr(str, name)
+    for name in ("isalnum", "isalpha", "isascii", "isdecimal", "isdigit", "isidentifier", "islower",
+                 "isnumeric", "isprintable", "isspace", "istitle", "isupper")
+}
+
+
+class TextPredicate:
+    """A test on a token's text that can be written down (in a spec, over HTTP), unlike a lambda.
+
+    Either ``test``, the name of a ``str`` method (``"isascii"``, ``"isdigit"``, ... see
+    :data:`TEXT_TESTS`), or ``chars``, a set of characters every character of the text must
+    belong to; with ``strip=True`` the text's surrounding whitespace is removed first (byte-level
+    BPE spells a word after a space as ``" word"``). For :class:`VocabFilter`.
+
+    Example:
+        >>> TextPredicate("isdigit", strip=True)(" 42"), TextPredicate(chars="ab")("abba"), TextPredicate(chars="ab")("abc")
+        (True, True, False)
+    """
+
+    def __init__(self, test: str | None = None, *, chars: str | None = None, strip: bool = False):
+        if (test is None) == (chars is None):
+            raise ValueError(f"TextPredicate needs exactly one of test=... or chars=...; got test={test!r}, chars={chars!r}")
+        if test is not None and test not in TEXT_TESTS:
+            raise ValueError(f"test must be one of {sorted(TEXT_TESTS)}; got {test!r}")
+        if chars is not None and not isinstance(chars, str):
+            raise ValueError(f"chars must be a string of allowed characters; got {chars!r}")
+        if not isinstance(strip, bool):
+            raise ValueError(f"strip must be true or false; got {strip!r}")
+        self.test, self.chars, self.strip = test, chars, strip
+        self._allowed = None if chars is None else frozenset(chars)
+
+    def __call__(self, text: str) -> bool:
+        if self.strip:
+            text = text.strip()
+        if self._allowed is not None:
+            return all(c in self._allowed for c in text)
+        return TEXT_TESTS[self.test](text)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TextPredicate) and (self.test, self.chars, self.strip) == (other.test, other.chars, other.strip)
+
+    def __hash__(self) -> int:
+        return hash((self.test, self.chars, self.strip))
+
+    def __repr__(self) -> str:
+        what = f"{self.test!r}" if self.test is not None else f"chars={self.chars!r}"
+        return f"TextPredicate({what}{', strip=True' if self.strip else ''})"

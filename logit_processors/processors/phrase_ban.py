@@ -109,6 +109,7 @@ class PhraseBan(MaskingProcessor):
             sequences.extend(encoded)
         super().__init__(on_empty=on_empty, eos_token_id=eos_token_id, on_nan=on_nan)
         self.phrases = phrases
+        self.variants, self.case_variants = bool(variants), bool(case_variants)
         self._compile(_check_sequences("phrases (encoded)", sequences))
 
     @classmethod
@@ -128,6 +129,7 @@ class PhraseBan(MaskingProcessor):
         self = cls.__new__(cls)
         MaskingProcessor.__init__(self, on_empty=on_empty, eos_token_id=eos_token_id, on_nan=on_nan)
         self.phrases = None
+        self.variants = self.case_variants = False
         self._compile(_check_sequences("sequences", sequences))
         return self
 
@@ -180,6 +182,12 @@ class PhraseBan(MaskingProcessor):
         self._masked_at: dict[int, list[int]] = {}  # state -> sorted tokens to mask (lazy)
         self._checked_widths: set[int] = set()
         self._static_columns: dict[int, ColumnMask] = {}  # per scores width
+
+    @property
+    def history_window(self) -> int:
+        """How many of a row's last tokens can decide what is masked (the longest banned sequence
+        minus one): a caller that keeps the history elsewhere (vLLM) passes only those."""
+        return self._window
 
     def _tokens_to_mask(self, state: int) -> list[int]:
         """Completions of every banned prefix that is a suffix of this state (its failure chain)."""
