@@ -105,7 +105,7 @@ def train_tokenizer(vocab_size: int = 2000):
     )
 
 
-def _training_ids(tokenizer) -> torch.Tensor:
+def training_ids(tokenizer) -> torch.Tensor:
     """The whole corpus as one id stream, documents separated by EOS."""
     ids: list[int] = []
     for text in corpus():
@@ -148,7 +148,7 @@ def build_tiny_gpt2(path: str | os.PathLike, **params) -> Path:
         try:
             torch.manual_seed(p["seed"])
             model = GPT2LMHeadModel(config)
-            _train(model, _training_ids(tokenizer), p)
+            train_causal_lm(model, training_ids(tokenizer), p)
         finally:
             torch.set_num_threads(threads)
     model.eval()
@@ -160,7 +160,7 @@ def build_tiny_gpt2(path: str | os.PathLike, **params) -> Path:
     return path
 
 
-def _train(model, ids: torch.Tensor, p: dict) -> None:
+def train_causal_lm(model, ids: torch.Tensor, p: dict) -> None:
     """A few hundred AdamW steps on random windows of the corpus (warmup, then cosine decay)."""
     steps, batch_size, seq_len = p["train_steps"], p["batch_size"], p["seq_len"]
     if steps <= 0:
@@ -218,17 +218,23 @@ def build_key(**params) -> str:
 def tiny_gpt2_path(cache_dir: str | os.PathLike | None = None, **params) -> Path:
     """The cached checkpoint directory for these parameters, building it first if needed."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / f"tiny-gpt2-{build_key(**params)}"
-    if (final / "tiny_gpt2_build.json").is_file():
+    return cached_build(root / f"tiny-gpt2-{build_key(**params)}", lambda path: build_tiny_gpt2(path, **params))
+
+
+def cached_build(final: Path, build, marker: str = "tiny_gpt2_build.json") -> Path:
+    """``final``, built by ``build(staging directory)`` unless it holds ``marker`` already. The
+    build writes to a temporary directory renamed into place, so concurrent builders never see
+    a half-written checkpoint."""
+    if (final / marker).is_file():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-gpt2-building-", dir=root))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-building-", dir=final.parent))
     try:
-        build_tiny_gpt2(staging, **params)
+        build(staging)
         try:
             os.rename(staging, final)  # atomic on one filesystem
         except OSError:
-            if not (final / "tiny_gpt2_build.json").is_file():
+            if not (final / marker).is_file():
                 raise
             # Another process finished the same build first; theirs is identical in recipe.
     finally:
