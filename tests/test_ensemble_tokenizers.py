@@ -47,22 +47,23 @@ def reference_member(member, primary_tokenizer, member_tokenizer, temperature=1.
     primary, codec = TextCodec.of(primary_tokenizer), TextCodec.of(member_tokenizer)
     vmap = VocabularyMap.of(primary, codec)
 
-    def distribution(input_ids, attention_mask):
+    def distribution(input_ids, attention_mask, primary_log_probs):
         rows = []
-        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
+        for row, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.tolist(), strict=True)):
             text, pending = split_unfinished_character(primary.text_of([i for i, m in zip(ids, mask) if m]))
             tokens = codec.start_ids + codec.encode(text)
             with torch.no_grad():
                 logits = member(input_ids=torch.tensor([tokens]), use_cache=False).logits[0].double()
             q = torch.log_softmax(logits / temperature, dim=-1).float()
             tail = tokens[-1] if len(tokens) > len(codec.start_ids) else None
-            rows.append(member_distribution(vmap, q[-2] if tail is not None else q[-1], q[-1], tail, pending))
+            rows.append(member_distribution(vmap, q[-2] if tail is not None else q[-1], q[-1], tail, pending,
+                                            primary_log_probs[row]))
         return torch.stack(rows)
 
     return distribution
 
 
-def aligned_reference(primary, member_distribution_fn, combine_fn, n_tokens):
+def aligned_reference(primary, member_distribution_fn, combine_fn, n_tokens, primary_temperature=1.0):
     """A model of the primary's class whose next-token logits are the combination, from scratch:
     the primary's logits, and the member's distribution on the re-encoded text, combined in float64."""
 
@@ -72,7 +73,8 @@ def aligned_reference(primary, member_distribution_fn, combine_fn, n_tokens):
                 attention_mask = torch.ones_like(input_ids)
             logits = primary(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              use_cache=False).logits[:, -1]
-            member = member_distribution_fn(input_ids, attention_mask)
+            log_p = torch.log_softmax(logits[:, :n_tokens].double() / primary_temperature, dim=-1)
+            member = member_distribution_fn(input_ids, attention_mask, log_p)
             out = torch.full((input_ids.shape[0], 1, logits.shape[-1]), float("-inf"))
             out[:, 0, :n_tokens] = combine_fn([logits, member]).float()
             return CausalLMOutputWithPast(logits=out)
@@ -102,7 +104,7 @@ def run_both(pair, primary_name, combine, settings, weights=(0.6, 0.7), temperat
     ensemble = LogOddsEnsemble(member, weights, combine=combine, temperatures=temperatures,
                                tokenizer=[primary_tokenizer, member_tokenizer])
     reference = aligned_reference(primary, reference_member(member, primary_tokenizer, member_tokenizer, temperatures[1]),
-                                 combine_fn(combine, weights, temperatures, n), n)
+                                 combine_fn(combine, weights, temperatures, n), n, temperatures[0])
     inputs = inputs_for(primary_tokenizer)
     ours = generate(primary, inputs, [ensemble], **settings, **generate_kwargs)
     ref = reference_generate(reference, inputs, **settings, **generate_kwargs)

@@ -31,7 +31,7 @@ class WithMemberModels(Processor):
     """
 
     def __init__(self, models: list, names: list[str], run: list[int], tokenizer, pad_token_id: int | None,
-                 on_nan: NanPolicy = "raise", temperatures: list[float] | None = None):
+                 on_nan: NanPolicy = "raise", temperatures: list[float] | None = None, primary_temperature: float = 1.0):
         self.on_nan = check_nan_policy(on_nan)
         pad_token_id = optional_token_id("pad_token_id", pad_token_id)
         for name, model in zip(names, models, strict=True):
@@ -67,6 +67,7 @@ class WithMemberModels(Processor):
         }
         self._members = CachedMembers([models[i] for i in run if i not in aligned], pad_token_id=pad_token_id)
         self._names, self._run = list(names), list(run)
+        self._primary_temperature = primary_temperature
 
     @staticmethod
     def _aligned_models(tokenizers: list, names: list[str]) -> dict[int, TextCodec]:
@@ -139,7 +140,11 @@ class WithMemberModels(Processor):
         """The running models' logits (log-probs for members read on text) cut to the common token
         range, in the order of ``run``, and that range's width."""
         cached = iter(self._members.next_token_logits(input_ids) if self._members.models else [])
-        logits = [self._aligned[k].next_token_log_probs(input_ids) if k in self._aligned else next(cached)
+        primary = None
+        if self._aligned:  # the primary's distribution splits what a member cannot tell apart
+            n = min(self.n_tokens, scores.shape[-1])
+            primary = numerics.log_softmax(numerics.shifted_by_temperature(scores[:, :n], self._primary_temperature))
+        logits = [self._aligned[k].next_token_log_probs(input_ids, primary) if k in self._aligned else next(cached)
                   for k in self._run]
         if self.on_nan == "raise":  # the members' logits obey the input policy too (an fp16 member may overflow)
             for k, member_logits in zip(self._run, logits, strict=True):

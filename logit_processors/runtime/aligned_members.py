@@ -32,17 +32,21 @@ attend exactly to its own live tokens at their own positions, what a fresh forwa
 the row's tokens computes. Beam search reorders the cache like :mod:`.members` does.
 
 Example:
+    >>> import torch
     >>> from logit_processors.models import load_tiny_gpt2
     >>> from logit_processors.runtime.text_codec import TextCodec
     >>> model, tokenizer = load_tiny_gpt2()
     >>> codec = TextCodec(tokenizer)
     >>> member = AlignedMember(model, codec, codec)          # (a tokenizer against itself)
     >>> ids = tokenizer(["The if statement"], return_tensors="pt")["input_ids"]
-    >>> member.next_token_log_probs(ids).shape
+    >>> log_p = torch.log_softmax(model(ids).logits[:, -1, :2000], dim=-1)
+    >>> member.next_token_log_probs(ids, log_p).shape
     torch.Size([1, 2000])
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -93,8 +97,10 @@ class AlignedMember:
             raise ValueError(f"attention_mask must be a [prompts, prompt length] tensor of 0/1; got {describe(attention_mask)}")
         self._pending_mask = attention_mask.detach().long()
 
-    def next_token_log_probs(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        """The member's log-probabilities of the primary's next token, ``[B, len(primary)]`` float32."""
+    def next_token_log_probs(self, input_ids: torch.LongTensor, primary_log_probs: torch.Tensor) -> torch.Tensor:
+        """The member's log-probabilities of the primary's next token, ``[B, len(primary)]`` float32;
+        ``primary_log_probs [B, >= len(primary)]``: the primary's at this step (they split a member
+        token's mass among the primary tokens it cannot tell apart)."""
         with torch.inference_mode():
             try:
                 parents = None if self._pending_mask is not None else continued_rows(self._history, input_ids)
@@ -103,7 +109,7 @@ class AlignedMember:
                 else:
                     self._follow(input_ids, parents)
                 self._history = input_ids.clone()
-                return self._distribution().to(input_ids.device)
+                return self._distribution(primary_log_probs.detach().cpu()).to(input_ids.device)
             except BaseException:
                 self.reset()  # a step that failed half way must not leave the cache out of step
                 raise
@@ -214,44 +220,40 @@ class AlignedMember:
 
     # -- the distribution over the primary's vocabulary -----------------------------------------
 
-    def _distribution(self) -> torch.Tensor:
+    def _distribution(self, primary_log_probs: torch.Tensor) -> torch.Tensor:
         rows = []
         for row, (text, ids) in enumerate(zip(self._texts, self._ids, strict=True)):
             pending = split_unfinished_character(text)[1]
             tail = ids[-1] if len(ids) > len(self.member.start_ids) else None
-            rows.append(member_distribution(self.map, self._q0[row], self._q1[row], tail, pending))
+            rows.append(member_distribution(self.map, self._q0[row], self._q1[row], tail, pending,
+                                            primary_log_probs[row]))
         return torch.stack(rows)
 
 
 def member_distribution(vmap: VocabularyMap, q0: torch.Tensor, q1: torch.Tensor, tail: int | None,
-                        pending: bytes = b"") -> torch.Tensor:
+                        pending: bytes, primary_log_probs: torch.Tensor) -> torch.Tensor:
     """The member's log-probabilities ``[len(primary)]`` of the primary's next token (module docstring).
 
     ``q1``: the member's log-probs after its last token ``tail``; ``q0``: before it (unused when
-    ``tail`` is None: no token of text yet); ``pending``: bytes of an unfinished character after the text.
+    ``tail`` is None: no token of text yet); ``pending``: bytes of an unfinished character after
+    the text; ``primary_log_probs``: the primary's, which split a member token's mass among the
+    primary tokens it cannot tell apart (:mod:`.vocabulary_map`).
     """
-    q0, q1 = q0[: len(vmap.member)], q1[: len(vmap.member)]  # padded LM-head columns are no tokens
-    values, targets = [], []
-    head = float(q0[tail]) if tail is not None else 0.0
-    if pending:
-        members, primaries = vmap.extensions(pending)
-        values.append(head + q1[members])
-        targets.append(primaries)
-    else:
-        kept = vmap.first_tokens >= 0
-        values.append(head + q1[kept])
-        targets.append(vmap.first_tokens[kept])
-    if tail is not None:
-        members, primaries = vmap.extensions(vmap.member.pieces[tail] + pending)
-        values.append(q0[members])
-        targets.append(primaries)
-    values, targets = torch.cat(values).double(), torch.cat(targets)
     size = len(vmap.primary)
-    if values.numel() == 0 or not bool(torch.isfinite(values).any()):
-        return torch.full((size,), -torch.log(torch.tensor(float(size))).item())  # no opinion: uniform
-    shift = values.max()
-    mass = torch.zeros(size, dtype=torch.float64).index_add_(0, targets, (values - shift).exp())
-    return (mass.log() - mass.sum().log()).float()
+    q0, q1 = q0[: len(vmap.member)], q1[: len(vmap.member)]  # padded LM-head columns are no tokens
+    log_p = primary_log_probs[:size].float()
+    head = q0[tail] if tail is not None else 0.0
+    table = vmap.extensions(pending) if pending else vmap.pairs
+    values, targets = table.log_mass(head + q1, log_p)
+    if tail is not None:
+        more, more_targets = vmap.extensions(vmap.member.pieces[tail] + pending).log_mass(q0, log_p)
+        values, targets = torch.cat([values, more]), torch.cat([targets, more_targets])
+    top = values.max() if values.numel() else torch.tensor(-math.inf)
+    if not bool(torch.isfinite(top)):
+        return torch.full((size,), -math.log(size))  # the member has no opinion here: uniform
+    mass = torch.zeros(size).index_add_(0, targets, (values - top).exp())
+    total = mass.sum().log()
+    return mass.log_().sub_(total)
 
 
 class AttentionLayout:

@@ -127,6 +127,33 @@ class TextCodec:
             out[k] = encoding.ids[0] if encoding.ids else -1
         return out
 
+    def encode_pieces(self, pieces: Sequence[bytes], *, probe: str = "") -> list[tuple[list[int], list[int]]]:
+        """For each byte string (a token of another tokenizer), ``(ids, token ends)`` of its canonical
+        encoding here, followed by ``probe`` (e.g. a letter: GPT-2-style tokenizers give the last
+        space of a run to the next word, so ``"  "`` alone is one token but ``" "`` before a word),
+        keeping the tokens that end inside the string. ``([], [])`` for strings that are not UTF-8
+        text (part of a character) or empty."""
+        texts, where = [], []
+        for k, piece in enumerate(pieces):
+            try:
+                text = piece.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if text:
+                texts.append(text + probe)
+                where.append(k)
+        out: list[tuple[list[int], list[int]]] = [([], []) for _ in pieces]
+        for k, encoding in zip(where, self._backend.encode_batch(texts, add_special_tokens=False), strict=True):
+            size, ids, ends, at = len(pieces[k]), [], [], 0
+            for i in encoding.ids:
+                at += len(self.pieces[i])
+                if at > size:
+                    break
+                ids.append(i)
+                ends.append(at)
+            out[k] = (ids, ends)
+        return out
+
     @cached_property
     def byte_token(self) -> dict[int, int]:
         """``{byte: id}`` of the tokens that are exactly one byte."""
