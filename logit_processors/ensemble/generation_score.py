@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,9 +35,9 @@ from ..runtime.streamed_logits import TeacherForcedLogits
 from ..runtime.text_codec import TextCodec
 from ..runtime.vocabulary_map import VocabularyMap
 from .byte_spans import LOG2, fit_mixture_weights
-from .combine import temperature_value
+from .combine import combine_log_probs, temperature_value
 
-#: Member weights (the primary's is 1) at which a product of experts is scored.
+#: Member weights (the primary's is 1) at which a product of experts is scored by default.
 PRODUCT_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.5)
 
 
@@ -47,14 +46,16 @@ class GenerationScores:
     """Teacher-forced scores of the generation-mode distribution.
 
     ``targets [positions, models]``: each model's log-probability (nats; members: over the
-    primary's tokens) of the actual next token; ``product [positions, len(PRODUCT_WEIGHTS)]``: the
-    normalized product of experts' (primary weight 1, one member) at those member weights;
-    ``n_bytes``: the text's length.
+    primary's tokens) of the actual next token; ``product [positions, len(weights)]``: the
+    normalized product of experts' (``"logprob"``: weighted log-probs added; ``"logodds"``:
+    weighted log-odds) at each ``(primary weight, member weight)`` of ``weights``; ``n_bytes``:
+    the text's length.
     """
 
     targets: torch.Tensor
     product: torch.Tensor | None
     n_bytes: int
+    weights: list[tuple[float, float]]
 
     def bits_per_byte(self, weights: Sequence[float]) -> float:
         """Bits per byte of the mixture ``sum_i w_i p_i`` (weights normalized to sum 1)."""
@@ -69,7 +70,7 @@ class GenerationScores:
         return fit_mixture_weights(self.targets)
 
     def product_bits_per_byte(self) -> list[float]:
-        """Bits per byte of the product of experts at each of :data:`PRODUCT_WEIGHTS`."""
+        """Bits per byte of the product of experts at each of :attr:`weights`."""
         if self.product is None:
             raise ValueError("products of experts are scored for one member only")
         return (-self.product.double().sum(dim=0) / LOG2 / self.n_bytes).tolist()
@@ -77,9 +78,12 @@ class GenerationScores:
 
 def generation_scores(primary, primary_tokenizer, members: Sequence, member_tokenizers: Sequence,
                       texts: Sequence[str], *, temperatures: Sequence[object] | None = None,
-                      product: bool = True) -> GenerationScores:
+                      product: str | None = "logprob",
+                      product_weights: Sequence[tuple[float, float]] | None = None) -> GenerationScores:
     """Score ``texts`` (each its own document) with the generation-mode distribution; see the module
-    docstring. ``temperatures``: one per model (primary first), numbers or fitted calibrations."""
+    docstring. ``temperatures``: one per model (primary first), numbers or fitted calibrations;
+    ``product``: ``"logprob"``, ``"logodds"`` or None (no product of experts; one member only);
+    ``product_weights``: its ``(primary, member)`` weights (default: 1 and each of :data:`PRODUCT_WEIGHTS`)."""
     temperatures = [temperature_value(f"temperatures[{k}]", t) for k, t in
                     enumerate(temperatures or [1.0] * (len(members) + 1))]
     codec = TextCodec.of(primary_tokenizer, "the primary model's tokenizer")
@@ -96,7 +100,7 @@ def generation_scores(primary, primary_tokenizer, members: Sequence, member_toke
     steps = max((len(ids) for ids in documents), default=0)
     history = torch.tensor([start] * len(documents), dtype=torch.long)
     targets, products = [], []
-    weights = torch.tensor(PRODUCT_WEIGHTS, dtype=torch.float32)[:, None]
+    pairs = [tuple(map(float, w)) for w in (product_weights or [(1.0, w) for w in PRODUCT_WEIGHTS])]
     for step in range(steps):
         primary_rows = [next(streams[row]) if step < len(ids) else None for row, ids in enumerate(documents)]
         primary_log_probs = torch.stack([r if r is not None else torch.zeros(len(codec)) for r in primary_rows])
@@ -111,13 +115,12 @@ def generation_scores(primary, primary_tokenizer, members: Sequence, member_toke
             picked = [float(primary_row[target])] + [float(m[row, target]) for m in member_rows]
             targets.append(picked)
             if product and len(readers) == 1:
-                member_row = member_rows[0][row]
-                combined = torch.where(torch.isneginf(member_row), -math.inf, primary_row + weights * member_row)
-                products.append((combined[:, target] - torch.logsumexp(combined, dim=-1)).tolist())
+                pair = [primary_row[None], member_rows[0][row : row + 1]]  # what the ensemble combines
+                products.append([float(combine_log_probs(pair, list(w), product)[0, target]) for w in pairs])
         history = torch.cat([history, torch.tensor(column)[:, None]], dim=1)
     n_bytes = sum(len(text.encode("utf-8")) for text in texts)
     product_scores = torch.tensor(products, dtype=torch.float64) if products else None
-    return GenerationScores(torch.tensor(targets, dtype=torch.float64), product_scores, n_bytes)
+    return GenerationScores(torch.tensor(targets, dtype=torch.float64), product_scores, n_bytes, pairs)
 
 
 def _primary_rows(model, window: list[int], temperature: float, n_tokens: int, skip: int):
