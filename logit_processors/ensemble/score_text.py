@@ -32,7 +32,7 @@ Example:
     >>> result = score_text([gpt2, gemma], [gpt2_tokenizer, gemma_tokenizer], "The if statement is",
     ...                     fit_texts=["Exceptions are raised when"], names=["gpt2", "gemma"])
     >>> sorted(result), result["bytes"]
-    (['bytes', 'combine', 'ensemble', 'members', 'spans', 'temperatures', 'weights'], 19)
+    (['bytes', 'combine', 'ensemble', 'fit', 'members', 'spans', 'temperatures', 'weights'], 19)
 """
 
 from __future__ import annotations

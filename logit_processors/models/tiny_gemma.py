@@ -3,16 +3,16 @@ of the tiny GPT-2 (:mod:`.tiny_gpt2`) for ensembles across tokenizers.
 
 The two share nothing but text. The tiny GPT-2 has a byte-level BPE (GPT-2's scheme); this one
 has a SentencePiece-style BPE like Gemma's: spaces become ``▁``, merges run over the whole text
-(tokens such as ``"▁▁"`` or ``".\\n"`` cross what GPT-2 would split), and characters outside the
-vocabulary fall back to ``<0xXX>`` byte tokens. The model is a 2-layer ``Gemma3ForCausalLM``
+(tokens such as ``"):\\n"`` or ``".\\n\\nA"`` cross what GPT-2 would split), and characters outside
+the vocabulary fall back to ``<0xXX>`` byte tokens. The model is a 2-layer ``Gemma3ForCausalLM``
 whose first layer attends through a sliding window of 8 tokens, trained for a few seconds on
 CPython's help topics (``pydoc_data.topics``), like the tiny GPT-2.
 
 Example:
     >>> from logit_processors.models import load_tiny_gemma
     >>> model, tokenizer = load_tiny_gemma()
-    >>> tokenizer.convert_ids_to_tokens(tokenizer("The  if statement")["input_ids"])[:4]
-    ['<bos>', 'The', '▁▁', 'if']
+    >>> tokenizer.convert_ids_to_tokens(tokenizer("if x:\\n  return")["input_ids"])
+    ['<bos>', 'i', 'f', '▁x', ':\\n', '▁', '▁return']
     >>> model.config.layer_types, model.config.sliding_window
     (['sliding_attention', 'full_attention'], 8)
 """

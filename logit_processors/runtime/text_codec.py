@@ -54,8 +54,8 @@ class TextCodec:
     """``tokenizer`` (a Hugging Face fast tokenizer) as a lossless code between text and ids.
 
     ``pieces[i]``: the bytes of token ``i`` (``b""`` for special tokens); ``start_ids``: the ids a
-    document starts with (the tokenizer's own prefix such as Gemma's ``<bos>``, else its BOS,
-    else its EOS, the GPT-2 document separator); ``name`` appears in error messages.
+    document starts with (the tokenizer's own prefix such as Gemma's ``<bos>``, else
+    ``<|endoftext|>``, else its BOS or EOS); ``name`` appears in error messages.
     """
 
     def __init__(self, tokenizer, name: str = "the tokenizer"):
@@ -226,12 +226,18 @@ def _pieces(tokenizer, spec: dict, scheme: str) -> list[bytes | None]:
 
 
 def _start_ids(tokenizer) -> list[int]:
-    """The ids a document starts with: the tokenizer's own prefix, else its BOS, else its EOS."""
+    """The ids a document starts with: the tokenizer's own prefix (Gemma's ``<bos>``), else
+    ``<|endoftext|>`` where the vocabulary has it (the document separator of GPT-2-style
+    pretraining data, SmolLM2's and Qwen's included, whose BOS is a chat marker), else its BOS,
+    else its EOS."""
     with_special = list(tokenizer("x", add_special_tokens=True)["input_ids"])
     plain = list(tokenizer("x", add_special_tokens=False)["input_ids"])
     cut = len(with_special) - len(plain)
     if cut > 0 and with_special[cut:] == plain:
         return with_special[:cut]
+    separator = tokenizer.get_vocab().get("<|endoftext|>")
+    if separator is not None:
+        return [separator]
     for name in ("bos_token_id", "eos_token_id"):
         value = getattr(tokenizer, name, None)
         if isinstance(value, int):
