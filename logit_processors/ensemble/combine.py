@@ -154,8 +154,8 @@ def tokenizer_relation(primary, member, primary_name: str = "the primary model",
     except ValueError as differ:
         reason = str(differ).split(". Ensembled models")[0].split("; ensembled models")[0]
     try:
-        TextCodec.of(primary, primary_name)
-        TextCodec.of(member, member_name)
+        TextCodec.of(primary, f"{primary_name}'s tokenizer")
+        TextCodec.of(member, f"{member_name}'s tokenizer")
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"{member_name} can be ensembled with {primary_name} neither id by id ({reason}) nor on text "

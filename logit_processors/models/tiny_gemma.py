@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .conversion import cache_root
-from .tiny_gpt2 import cached_build, corpus, train_causal_lm
+from .tiny_gpt2 import cached_build, corpus, load_saved, train_and_save
 
 BUILDER_VERSION = 1
 MARKER = "tiny_gemma_build.json"
@@ -79,8 +79,6 @@ def build_tiny_gemma(path: str | os.PathLike, **params) -> Path:
     """Train the tokenizer and model and ``save_pretrained`` both into ``path``."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from .tiny_gpt2 import training_ids
-
     p = _params(params)
     tokenizer = train_tokenizer(p["vocab_size"])
     config = Gemma3TextConfig(
@@ -90,22 +88,7 @@ def build_tiny_gemma(path: str | os.PathLike, **params) -> Path:
         max_position_embeddings=p["max_position_embeddings"], pad_token_id=0, eos_token_id=1, bos_token_id=2,
         attention_dropout=0.0, query_pre_attn_scalar=32,
     )
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.set_num_threads(1)
-        try:
-            torch.manual_seed(p["seed"])
-            model = Gemma3ForCausalLM(config)
-            train_causal_lm(model, training_ids(tokenizer), p)
-        finally:
-            torch.set_num_threads(threads)
-    model.eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    path = Path(path)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    (path / MARKER).write_text(json.dumps(p, indent=2, sort_keys=True) + "\n")
-    return path
+    return train_and_save(Gemma3ForCausalLM, config, tokenizer, p, path, MARKER)
 
 
 def _params(overrides: dict) -> dict:
@@ -129,12 +112,6 @@ def tiny_gemma_path(cache_dir: str | os.PathLike | None = None, **params) -> Pat
 
 def load_tiny_gemma(cache_dir: str | os.PathLike | None = None, **params):
     """``(model, tokenizer)`` of the cached build for ``params`` (built first if needed), in eval mode."""
-    from transformers import AutoTokenizer, Gemma3ForCausalLM
+    from transformers import Gemma3ForCausalLM
 
-    path = tiny_gemma_path(cache_dir, **params)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    model = Gemma3ForCausalLM.from_pretrained(path)
-    model.eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    return load_saved(Gemma3ForCausalLM, tiny_gemma_path(cache_dir, **params))

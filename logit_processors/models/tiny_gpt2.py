@@ -140,6 +140,13 @@ def build_tiny_gpt2(path: str | os.PathLike, **params) -> Path:
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
+    return train_and_save(GPT2LMHeadModel, config, tokenizer, p, path, "tiny_gpt2_build.json")
+
+
+def train_and_save(model_class, config, tokenizer, p: dict, path: str | os.PathLike, marker: str) -> Path:
+    """Build ``model_class(config)`` from seed ``p["seed"]``, train it on :func:`corpus` (one thread;
+    the global torch RNG and thread count are restored), and ``save_pretrained`` it with
+    ``tokenizer`` into ``path``, the build parameters last, in ``marker``."""
     threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
         # One thread: the same reduction order on every machine (a reproducible build), and
@@ -147,16 +154,17 @@ def build_tiny_gpt2(path: str | os.PathLike, **params) -> Path:
         torch.set_num_threads(1)
         try:
             torch.manual_seed(p["seed"])
-            model = GPT2LMHeadModel(config)
+            model = model_class(config)
             train_causal_lm(model, training_ids(tokenizer), p)
         finally:
             torch.set_num_threads(threads)
     model.eval()
-    model.generation_config.pad_token_id = eos
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    (path / "tiny_gpt2_build.json").write_text(json.dumps(p, indent=2, sort_keys=True) + "\n")
+    (path / marker).write_text(json.dumps(p, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -248,15 +256,22 @@ def load_tiny_gpt2(cache_dir: str | os.PathLike | None = None, *, path: str | os
     From ``path`` if given (a directory written by :func:`build_tiny_gpt2`), else from the
     cached build for ``params`` under ``cache_dir`` (built first if needed).
     """
-    from transformers import AutoTokenizer, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
     if path is None:
         path = tiny_gpt2_path(cache_dir, **params)
     elif params:
         raise ValueError(f"pass either path= or build parameters, not both; got path={path!r} and {sorted(params)}")
+    return load_saved(GPT2LMHeadModel, path)
+
+
+def load_saved(model_class, path: str | os.PathLike):
+    """``(model, tokenizer)`` saved in ``path``: eval mode, left padding, the pad token set."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
-    model = GPT2LMHeadModel.from_pretrained(path)
+    model = model_class.from_pretrained(path)
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
