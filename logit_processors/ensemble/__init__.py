@@ -40,8 +40,9 @@ Guarantees:
   ever (see :func:`logit_processors.numerics.masked_weighted_sum`).
 * Vocabulary safety: with tokenizers, a member either maps tokens to ids identically (combined
   id by id) or is aligned on text (another tokenizer); one that can be neither is refused with a
-  ``ValueError`` at construction (:func:`~.combine.tokenizer_relation`). LM heads padded to different widths (GPT-2: 50,257 tokens,
-  50,304 columns) are cut to the tokenizer's range; columns beyond it are masked in the output.
+  ``ValueError`` at construction (:func:`~.combine.tokenizer_relation`). LM heads padded to
+  different widths (GPT-2: 50,257 tokens, 50,304 columns) are cut to the tokenizer's range;
+  columns beyond it are masked in the output.
   Without tokenizers, the common range is the narrowest model's width.
 * The output is log-probabilities (normalized), so beam search ranks hypotheses by the
   ensemble's own sequence likelihood. Scores may be raw logits or log-probs: everything is

@@ -65,7 +65,8 @@ def common_boundaries(ends_a: Sequence[int], ends_b: Sequence[int]) -> list[int]
     return sorted(set(ends_a).intersection(ends_b) - {0})
 
 
-def span_log_probs(token_log_probs: Sequence[float], token_ends: Sequence[int], boundaries: Sequence[int]) -> list[float]:
+def span_log_probs(token_log_probs: Sequence[float], token_ends: Sequence[int],
+                   boundaries: Sequence[int]) -> list[float]:
     """Each span's log-probability: the sum of the log-probabilities of the tokens ending inside it.
 
     ``boundaries`` are span ends (every one must be a token end); tokens past the last are left out.
@@ -161,7 +162,8 @@ def score_spans(models: Sequence, codecs: Sequence[TextCodec], texts: Sequence[s
     return TextScores(spans, n_bytes)
 
 
-def fit_mixture_weights(span_log_probs: torch.Tensor, *, iterations: int = 500, tolerance: float = 1e-12) -> list[float]:
+def fit_mixture_weights(span_log_probs: torch.Tensor, *, iterations: int = 500,
+                        tolerance: float = 1e-12) -> list[float]:
     """Mixture weights maximizing ``sum_s log sum_i w_i p_i(s)`` over spans, by EM (Dempster et al., 1977).
 
     ``span_log_probs``: ``[spans, models]`` log-probabilities. The log-likelihood is concave in the

@@ -76,7 +76,9 @@ def combine_log_probs(
 def check_mixture(weights: Sequence[float], prior: object = None) -> None:
     """ValueError unless ``weights`` can weigh a linear mixture (all >= 0) and there is no prior."""
     if any(w < 0 for w in weights):
-        raise ValueError(f"combine='mixture' needs weights >= 0 (a mixture cannot subtract a model); got {list(weights)!r}")
+        raise ValueError(
+            f"combine='mixture' needs weights >= 0 (a mixture cannot subtract a model); got {list(weights)!r}"
+        )
     if prior is not None:
         raise ValueError("combine='mixture' takes no prior (it is a weighted average of probabilities, nothing is "
                          "counted twice); use combine='logprob' or 'logodds' with a prior")

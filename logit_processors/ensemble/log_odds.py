@@ -92,7 +92,8 @@ class LogOddsEnsemble(WithMemberModels):
         # The sources combined at each step: the primary, then the members that run.
         self._used = [0, *(i + 1 for i in run if i < len(members))]
         super().__init__(models, names, run, tokenizer, pad_token_id, on_nan,
-                         temperatures=[*self.temperatures[1:], 1.0][: len(models)], primary_temperature=self.temperatures[0])
+                         temperatures=[*self.temperatures[1:], 1.0][: len(models)],
+                         primary_temperature=self.temperatures[0])
 
     def _repr_fields(self) -> dict[str, object]:
         fields: dict[str, object] = {"members": len(self.weights) - 1, "weights": self.weights, "combine": self.combine}

@@ -31,7 +31,8 @@ class WithMemberModels(Processor):
     """
 
     def __init__(self, models: list, names: list[str], run: list[int], tokenizer, pad_token_id: int | None,
-                 on_nan: NanPolicy = "raise", temperatures: list[float] | None = None, primary_temperature: float = 1.0):
+                 on_nan: NanPolicy = "raise", temperatures: list[float] | None = None,
+                 primary_temperature: float = 1.0):
         self.on_nan = check_nan_policy(on_nan)
         pad_token_id = optional_token_id("pad_token_id", pad_token_id)
         for name, model in zip(names, models, strict=True):

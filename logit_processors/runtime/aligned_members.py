@@ -94,7 +94,9 @@ class AlignedMember:
     def set_attention_mask(self, attention_mask: torch.Tensor) -> None:
         """The next prompt's attention mask (``[prompts, prompt length]``), instead of inferring padding."""
         if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 2:
-            raise ValueError(f"attention_mask must be a [prompts, prompt length] tensor of 0/1; got {describe(attention_mask)}")
+            raise ValueError(
+                f"attention_mask must be a [prompts, prompt length] tensor of 0/1; got {describe(attention_mask)}"
+            )
         self._pending_mask = attention_mask.detach().long()
 
     def next_token_log_probs(self, input_ids: torch.LongTensor, primary_log_probs: torch.Tensor) -> torch.Tensor:
@@ -125,7 +127,8 @@ class AlignedMember:
         self.counts["prefill"] += 1
         mask, self._pending_mask = prompt_mask(input_ids, self.pad_token_id, self._pending_mask), None
         rows = input_ids.cpu().tolist()
-        self._texts = [self._spell([i for i, keep in zip(row, m) if keep]) for row, m in zip(rows, mask.cpu().tolist(), strict=True)]
+        masks = mask.cpu().tolist()
+        self._texts = [self._spell([i for i, keep in zip(row, m) if keep]) for row, m in zip(rows, masks, strict=True)]
         self._ids = [[] for _ in rows]
         self._slots = [[] for _ in rows]
         self._positions = torch.zeros(len(rows), 0, dtype=torch.long)
@@ -160,7 +163,8 @@ class AlignedMember:
 
     def _advance(self) -> None:
         """Re-encode every row's text; roll back the tokens that changed and run the new ones."""
-        targets = [self.member.start_ids + self.member.encode(split_unfinished_character(text)[0]) for text in self._texts]
+        start = self.member.start_ids
+        targets = [start + self.member.encode(split_unfinished_character(text)[0]) for text in self._texts]
         plans = []
         for row, (old, new) in enumerate(zip(self._ids, targets, strict=True)):
             keep = _common_prefix(old, new)
@@ -287,7 +291,8 @@ class AttentionLayout:
         for kind, window in self.windows.items():
             allowed = visible & (queries - keys < window) if window else visible
             allowed = torch.where(hole, own, allowed)
-            masks[kind] = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+            additive = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+            masks[kind] = additive[:, None]  # [B, 1, queries, slots]
         return masks[None] if None in masks else masks
 
 

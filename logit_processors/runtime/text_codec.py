@@ -39,7 +39,7 @@ _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 def byte_level_alphabet() -> dict[str, int]:
     """GPT-2's printable stand-in of each byte, as ``{character: byte}``."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     stand_ins, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -62,7 +62,8 @@ class TextCodec:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             raise TypeError(
-                f"{name} must be a Hugging Face fast tokenizer (with a backend_tokenizer); got {type(tokenizer).__name__}"
+                f"{name} must be a Hugging Face fast tokenizer (with a backend_tokenizer); "
+                f"got {type(tokenizer).__name__}"
             )
         from tokenizers import Tokenizer
 
@@ -197,7 +198,8 @@ def _scheme(spec: dict) -> str:
         return "sentencepiece"
     raise ValueError(
         f"cannot read the bytes of this tokenizer's tokens: its decoder is {sorted(k for k in kinds if k) or 'none'}; "
-        "byte-level BPE (GPT-2 style) and SentencePiece-style (Metaspace or '▁' replacement, byte fallback) are supported"
+        "byte-level BPE (GPT-2 style) and SentencePiece-style (Metaspace or '▁' replacement, byte fallback) "
+        "are supported"
     )
 
 

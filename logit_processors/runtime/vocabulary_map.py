@@ -168,7 +168,8 @@ class PairTable:
     def __len__(self) -> int:
         return len(self.members)
 
-    def log_mass(self, member_log_mass: torch.Tensor, primary_log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_mass(self, member_log_mass: torch.Tensor,
+                 primary_log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log-mass of each pair, its primary token)``: a member token's log-mass (indexed by member
         id) goes whole to its one target, or is split among several in proportion to the primary's
         probabilities; ``-inf`` where the primary gives the target(s) probability 0."""
