@@ -96,8 +96,10 @@ def test_em_weights_beat_every_weight_on_a_grid(rows):
     best = likelihood(weights)
     steps = [i / 10 for i in range(11)]
     grid = [(a, b, 1 - a - b) for a in steps for b in steps if a + b <= 1 + 1e-9]
-    # EM stops within 1e-12 nats per span of the optimum (concave); the grid cannot beat it by more.
-    assert all(likelihood([max(0.0, v) for v in w]) <= best + 1e-6 * len(rows) for w in grid)
+    # The likelihood is concave and EM ends near its maximum, slowly where a weight tends to 0: a
+    # weight whose model is worse by d nats per span shrinks by e^-d per step, so after k steps the
+    # gap is at most max_d d e^(-k d) = 1/(e k) nats per span (k = 10,000: 3.7e-5).
+    assert all(likelihood([max(0.0, v) for v in w]) <= best + len(rows) / (math.e * 10_000) for w in grid)
 
 
 def test_span_helpers_refuse_misaligned_input():

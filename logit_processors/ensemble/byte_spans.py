@@ -162,12 +162,14 @@ def score_spans(models: Sequence, codecs: Sequence[TextCodec], texts: Sequence[s
     return TextScores(spans, n_bytes)
 
 
-def fit_mixture_weights(span_log_probs: torch.Tensor, *, iterations: int = 500,
-                        tolerance: float = 1e-12) -> list[float]:
+def fit_mixture_weights(span_log_probs: torch.Tensor, *, iterations: int = 10_000,
+                        tolerance: float = 1e-13) -> list[float]:
     """Mixture weights maximizing ``sum_s log sum_i w_i p_i(s)`` over spans, by EM (Dempster et al., 1977).
 
     ``span_log_probs``: ``[spans, models]`` log-probabilities. The log-likelihood is concave in the
-    weights, and each EM step raises it; it stops when a step gains less than ``tolerance`` nats per span.
+    weights, and each EM step raises it; it stops when a step gains less than ``tolerance`` nats per
+    span (EM slows down where a weight goes to 0, hence the generous ``iterations``; each is one
+    ``[spans, models]`` pass).
 
     Example:
         >>> p = torch.tensor([[0.5, 0.1], [0.1, 0.5], [0.4, 0.4]]).log()
