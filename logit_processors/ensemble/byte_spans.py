@@ -47,11 +47,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from ..runtime.model_inputs import check_length, model_device
+from ..runtime.model_inputs import check_length
 from ..runtime.streamed_logits import TeacherForcedLogits
 from ..runtime.text_codec import TextCodec
 from ..validate import finite_floats
@@ -127,10 +127,11 @@ class TextScores:
 
     spans: list[list[list[float]]]
     n_bytes: int
-    model_bits: list[float] = field(default_factory=list)
 
     def member_bits_per_byte(self) -> list[float]:
-        return [-sum(sum(text[i]) for text in self.spans) / LOG2 / self.n_bytes for i in range(self.n_models)]
+        """Each model's bits per byte (its span log-probabilities add up to its whole text's)."""
+        return [-math.fsum(x for text in self.spans for x in text[i]) / LOG2 / self.n_bytes
+                for i in range(self.n_models)]
 
     @property
     def n_models(self) -> int:
@@ -142,7 +143,7 @@ class TextScores:
         return torch.cat(rows) if rows else torch.zeros(0, self.n_models, dtype=torch.float64)
 
     def mixture_bits_per_byte(self, weights: Sequence[float]) -> float:
-        """Bits per byte of the linear mixture ``sum_i w_i p_i`` per span (weights summing to 1)."""
+        """Bits per byte of the linear mixture ``sum_i w_i p_i`` per span (weights normalized to sum 1)."""
         log_w = torch.tensor(_mixture_weights(weights), dtype=torch.float64).log()
         return -float(torch.logsumexp(self.matrix() + log_w, dim=1).sum()) / LOG2 / self.n_bytes
 
@@ -199,7 +200,3 @@ def _mixture_weights(weights: Sequence[float]) -> list[float]:
         raise ValueError(f"mixture weights must be >= 0 with a positive sum; got {weights}")
     total = math.fsum(weights)
     return [w / total for w in weights]
-
-
-def _device_of(model) -> torch.device:
-    return model_device(model)
