@@ -198,3 +198,15 @@ def test_vocabulary_check_tells_same_aligned_and_incompatible(pair):
 
     with pytest.raises(ValueError, match="neither id by id .* nor on text"):
         tokenizer_relation(tokenizer, NotFast(), member_name="member #0")
+
+
+def test_the_command_line_ensembles_a_member_with_another_tokenizer(run, tiny_gpt2_path):
+    from logit_processors.models import tiny_gemma_path
+
+    member = tiny_gemma_path()
+    status, out, err = run("generate", "The if statement", "--model", tiny_gpt2_path, "--no-chat-template", "--greedy",
+                           "--max-new-tokens", "6", "--ensemble", f"{member}:0.5", "--combine", "mixture")
+    assert status == 0 and out.strip(), err
+    status, _, err = run("generate", "The \u2581 sign", "--model", tiny_gpt2_path, "--no-chat-template",
+                         "--max-new-tokens", "2", "--ensemble", member)
+    assert status == 2 and "cannot encode the text 'The ▁ sign' losslessly" in err and len(err.strip().splitlines()) == 1
