@@ -1,45 +1,39 @@
-"""Ensembling two real checkpoints inside generate(), and contrastive decoding, against greedy.
+"""Ensembling two real checkpoints with different tokenizers inside generate(), against each alone.
 
-    python examples/ensemble.py            # 50 prompts, 64 new tokens each (~5 minutes, one CPU thread)
+    python examples/ensemble.py            # 50 prompts, 64 new tokens each (~15 minutes, one CPU thread)
     LOGIT_PROCESSORS_EXAMPLE_QUICK=1 python examples/ensemble.py    # 3 prompts, 8 tokens (the test suite)
 
-The primary is SmolLM2-135M-Instruct (embedded, offline). The second checkpoint is a small GPT-2
-trained on Python's own documentation with SmolLM2's tokenizer (built once by
-examples/pydoc_gpt2.py, ~40 s of CPU; the quick run uses a 4x shorter-trained build, ~10 s). Both
-map tokens to the same ids; their LM heads have 49,152 and 49,216 columns, and the processors cut
-both to the tokenizer's range.
+The primary is SmolLM2-135M-Instruct (49,152 tokens, byte-level BPE); the member is Gemma-3-270M
+(262,144 tokens, SentencePiece-style BPE), both embedded and offline. They share no token ids:
+Gemma reads the text SmolLM2 writes in its own tokens, and its probability of each SmolLM2 token
+comes from that (``logit_processors.runtime.aligned_members``), with its KV cache extended by the
+new text at every step.
 
-Four decoders continue the same 50 prompts (plain text, greedy, left-padded batches):
+Decoders, all greedy, on the same 50 plain-text prompts (left-padded batches of 10):
 
-* greedy: SmolLM2 alone;
-* product of experts: ``LogOddsEnsemble(weights=[1, 0.5], combine="logprob")``, SmolLM2's
-  log-probabilities plus half the pydoc model's;
-* log-odds: the same weights on per-token log-odds;
-* contrastive decoding (Li et al., 2023): SmolLM2 as the expert, the pydoc model as the
-  amateur, ``log p_expert - 1.0 * log p_amateur`` over the tokens with at least 0.1 times the
-  expert's top probability.
+* SmolLM2 alone, and Gemma alone (its continuation re-encoded with SmolLM2's tokenizer, so that
+  every row is counted on the same token ids);
+* mixture: ``LogOddsEnsemble(gemma, [0.5, 0.5], "mixture")``, the two models' probabilities averaged;
+* product of experts: ``LogOddsEnsemble(gemma, [1, 0.5], "logprob")``;
+* log-odds: ``LogOddsEnsemble(gemma, [1, 0.5], "logodds")``.
 
 For each it prints the repeated-4-gram rate (of the 4-grams in a continuation, the share that
 already occurred earlier in it: greedy decoding of small models loops) and distinct-n (unique
 n-grams over all continuations / all n-grams, Li et al., 2016, "A Diversity-Promoting Objective
-Function for Neural Conversation Models"), counted on token ids up to EOS.
+Function for Neural Conversation Models"), counted on SmolLM2 token ids up to EOS, then a few
+continuations side by side.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 from transformers.utils import logging
 
-from logit_processors import ContrastiveDecoding, LogOddsEnsemble
+from logit_processors import LogOddsEnsemble
 from logit_processors.models import load
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pydoc_gpt2 import load_pydoc_gpt2  # noqa: E402  (the builder script next to this one)
 
 QUICK = os.environ.get("LOGIT_PROCESSORS_EXAMPLE_QUICK", "") not in ("", "0")
 PROMPTS = [
@@ -116,53 +110,58 @@ def distinct(continuations: list[list[int]], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def continue_prompts(model, tokenizer, prompts: list[str], processors: list) -> tuple[list[list[int]], float]:
-    """Greedy continuations (token ids up to EOS) of every prompt, in left-padded batches; seconds."""
+def continue_prompts(model, tokenizer, prompts: list[str], processors: list, eos_ids: set[int]) -> tuple[list[str], float]:
+    """Greedy continuations (text up to EOS) of every prompt, in left-padded batches; seconds."""
     outputs, started = [], time.perf_counter()
     for start in range(0, len(prompts), BATCH):
         inputs = tokenizer(prompts[start : start + BATCH], return_tensors="pt", padding=True)
         with torch.inference_mode():
-            out = model.generate(**inputs, logits_processor=processors, do_sample=False, max_new_tokens=NEW_TOKENS)
+            out = model.generate(**inputs, logits_processor=processors, do_sample=False, max_new_tokens=NEW_TOKENS,
+                                 pad_token_id=tokenizer.pad_token_id)
         for row in out[:, inputs["input_ids"].shape[1] :].tolist():
-            outputs.append(row[: row.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in row else row)
+            end = next((k for k, t in enumerate(row) if t in eos_ids), len(row))
+            outputs.append(tokenizer.decode(row[:end], skip_special_tokens=True))
     return outputs, time.perf_counter() - started
 
 
 def main() -> None:
     logging.set_verbosity_error()
     logging.disable_progress_bar()
-    # One thread: these are small batches of a small model, and on a busy 2-core machine two OpenMP
-    # threads spin-waiting against other processes run ~6x slower than one (measured).
+    # One thread: these are small batches of small models, and on a busy 2-core machine two OpenMP
+    # threads spin-waiting against other processes run several times slower than one (measured).
     torch.set_num_threads(1)
     smollm2, tokenizer = load("smollm2", progress=False)
-    pydoc_gpt2, pydoc_tokenizer = load_pydoc_gpt2(quick=QUICK)  # QUICK: a shorter-trained build (seconds)
-    tokenizers = [tokenizer, pydoc_tokenizer]  # checked: the same token-to-id mapping
-    print(f"primary: SmolLM2-135M-Instruct, LM head {smollm2.get_output_embeddings().weight.shape[0]} columns")
-    print(f"member:  pydoc GPT-2, LM head {pydoc_gpt2.get_output_embeddings().weight.shape[0]} columns; "
-          f"shared tokenizer: {len(tokenizer)} tokens")
-
+    gemma, gemma_tokenizer = load("gemma3-270m", progress=False)
+    print(f"primary: SmolLM2-135M-Instruct, {len(tokenizer)} tokens; member: Gemma-3-270M, {len(gemma_tokenizer)} tokens")
+    pair = [tokenizer, gemma_tokenizer]  # different tokenizers: Gemma is aligned on the text
     decoders = {
-        "greedy (SmolLM2 alone)": [],
-        "product of experts [1, 0.5]": [LogOddsEnsemble(pydoc_gpt2, [1.0, 0.5], "logprob", tokenizer=tokenizers)],
-        "log-odds [1, 0.5]": [LogOddsEnsemble(pydoc_gpt2, [1.0, 0.5], "logodds", tokenizer=tokenizers)],
-        "contrastive (alpha 1, 0.1)": [ContrastiveDecoding(pydoc_gpt2, alpha=1.0, plausibility=0.1, tokenizer=tokenizers)],
+        "SmolLM2 alone": (smollm2, tokenizer, []),
+        "Gemma-3-270M alone": (gemma, gemma_tokenizer, []),
+        "mixture [0.5, 0.5]": (smollm2, tokenizer, [LogOddsEnsemble(gemma, [0.5, 0.5], "mixture", tokenizer=pair)]),
+        "product of experts [1, 0.5]": (smollm2, tokenizer, [LogOddsEnsemble(gemma, [1.0, 0.5], "logprob", tokenizer=pair)]),
+        "log-odds [1, 0.5]": (smollm2, tokenizer, [LogOddsEnsemble(gemma, [1.0, 0.5], "logodds", tokenizer=pair)]),
     }
     prompts = PROMPTS[:N_PROMPTS]
-    print(f"\n{len(prompts)} prompts, up to {NEW_TOKENS} new tokens each, greedy, batches of {BATCH}\n")
+    print(f"\n{len(prompts)} prompts, up to {NEW_TOKENS} new tokens each, greedy, batches of {BATCH}; "
+          "n-grams of SmolLM2 token ids\n")
     print(f"{'decoder':30s} {'rep-4':>7s} {'distinct-1':>11s} {'distinct-2':>11s} {'distinct-3':>11s} "
-          f"{'tokens':>7s} {'ms/token':>9s}")
+          f"{'tokens':>7s} {'s':>7s}")
     samples = {}
-    for name, processors in decoders.items():
-        continuations, seconds = continue_prompts(smollm2, tokenizer, prompts, processors)
+    for name, (model, model_tokenizer, processors) in decoders.items():
+        eos = {model_tokenizer.eos_token_id, *([model.generation_config.eos_token_id]
+                                              if isinstance(model.generation_config.eos_token_id, int)
+                                              else model.generation_config.eos_token_id or [])}
+        texts, seconds = continue_prompts(model, model_tokenizer, prompts, processors, eos)
+        continuations = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
         n_tokens = sum(len(c) for c in continuations)
         rep4 = sum(repeated_ngram_rate(c) for c in continuations) / len(continuations)
         print(f"{name:30s} {rep4:7.3f} {distinct(continuations, 1):11.3f} {distinct(continuations, 2):11.3f} "
-              f"{distinct(continuations, 3):11.3f} {n_tokens / len(continuations):7.1f} "
-              f"{1000 * seconds / max(n_tokens, 1):9.1f}", flush=True)
-        samples[name] = tokenizer.decode(continuations[0], skip_special_tokens=True)
-    print(f"\nPrompt: {prompts[0]!r}")
-    for name, text in samples.items():
-        print(f"  {name}: {text!r}")
+              f"{distinct(continuations, 3):11.3f} {n_tokens / len(continuations):7.1f} {seconds:7.0f}", flush=True)
+        samples[name] = texts
+    for k in range(min(3, len(prompts))):
+        print(f"\nPrompt: {prompts[k]!r}")
+        for name, texts in samples.items():
+            print(f"  {name}: {texts[k]!r}")
 
 
 if __name__ == "__main__":

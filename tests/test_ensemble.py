@@ -436,11 +436,13 @@ def test_repr(tiny):
 
 
 @pytest.mark.real_model
-def test_smollm2_and_the_tiny_gpt2_tokenizers_are_refused(tiny):
+def test_smollm2_and_the_tiny_gpt2_tokenizers_are_aligned_on_text(tiny):
+    from logit_processors.ensemble.combine import tokenizer_relation
     from logit_processors.models import load
 
     require_named_model("smollm2")
     model, tokenizer = tiny
-    smol_model, smol_tokenizer = load("smollm2", progress=False)
-    with pytest.raises(ValueError, match="does not map tokens to the same ids"):
-        LogOddsEnsemble(model, [1, 1], tokenizer=[smol_tokenizer, tokenizer])
+    _, smol_tokenizer = load("smollm2", progress=False)
+    assert tokenizer_relation(smol_tokenizer, tokenizer) == "aligned"
+    with pytest.raises(ValueError, match="does not map tokens to the same ids"):  # id by id: refused
+        check_same_vocabulary([smol_tokenizer, tokenizer], ["SmolLM2", "the tiny GPT-2"])

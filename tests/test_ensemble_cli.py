@@ -96,11 +96,12 @@ def test_bad_flags_fail_before_loading(run, flags, fragments):
         assert fragment in err
 
 
-def test_missing_member_and_mismatched_tokenizer_are_one_line_errors(run, paths, tmp_path, capsys):
+def test_missing_member_is_a_one_line_error_and_another_tokenizer_is_aligned(run, paths, tmp_path, capsys):
     primary, _ = paths
     status, _, err = run("generate", PROMPT, "--model", primary, "--no-chat-template", "--ensemble", tmp_path / "none")
     assert status == 2 and "argument --ensemble" in err and len(err.strip().splitlines()) == 1
-    # A copy of the tiny GPT-2 whose tokenizer has one more token: a different id mapping.
+    # A copy of the tiny GPT-2 whose tokenizer has one more token: a different id mapping, so the
+    # members are aligned on text rather than id by id (test_ensemble_tokenizers.py checks how).
     model, tokenizer = load(primary, progress=False)
     tokenizer.add_tokens(["<|another token|>"])
     model.save_pretrained(tmp_path / "other")
@@ -108,7 +109,7 @@ def test_missing_member_and_mismatched_tokenizer_are_one_line_errors(run, paths,
     capsys.readouterr()  # save_pretrained's progress bar
     status, _, err = run("generate", PROMPT, "--model", primary, "--no-chat-template",
                          "--contrastive", tmp_path / "other")
-    assert status == 2 and "does not map tokens to the same ids" in err and len(err.strip().splitlines()) == 1
+    assert status == 0, err
 
 
 def test_help_lists_the_flags(run):

@@ -1,7 +1,7 @@
 """Every notebook in notebooks/ executes end to end without an error (nbclient, kernel python3).
 
-The tour (05) runs on the tiny GPT-2; 01, 02, 03 and 04 run on the embedded SmolLM2-135M-Instruct and
-are marked ``real_model``. Their models are built or converted (once per machine, cached) by a
+The tour (05) runs on the tiny GPT-2; 01, 02, 03 and 04 run on the embedded SmolLM2-135M-Instruct,
+06 on SmolLM2 and Gemma-3-270M, and they are marked ``real_model``. Their models are built or converted (once per machine, cached) by a
 fixture before the kernel starts, so the execution time printed for each notebook measures the
 notebook itself. Time is reported, never asserted (performance is the benchmarks' business).
 """
@@ -22,7 +22,10 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 # Notebooks that load the embedded SmolLM2 (``load("smollm2")``); every other notebook uses the tiny GPT-2.
 REAL_MODEL_NOTEBOOKS = {
     "01_logits_as_log_counts.ipynb", "02_logit_gaps.ipynb", "03_calibration.ipynb", "04_attack_detection.ipynb",
+    "06_ensembles_across_tokenizers.ipynb",
 }
+# Real-model notebooks that also load Gemma-3-270M.
+GEMMA_NOTEBOOKS = {"06_ensembles_across_tokenizers.ipynb"}
 
 
 def _params() -> list:
@@ -45,6 +48,15 @@ def smollm2_cache():
     return ensure_converted("smollm2")
 
 
+@pytest.fixture(scope="module")
+def gemma_cache(smollm2_cache):
+    """SmolLM2 and Gemma-3-270M converted into the cache now, or skip with the pip command."""
+    from logit_processors.models import ensure_converted
+
+    require_named_model("gemma3-270m")
+    return ensure_converted("gemma3-270m")
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ has no .ipynb files"
     missing = REAL_MODEL_NOTEBOOKS - {p.name for p in NOTEBOOKS}
@@ -62,7 +74,8 @@ def test_notebooks_are_saved_without_outputs():
 @pytest.mark.parametrize("notebook", _params())
 def test_notebook_executes(notebook, request):
     # Build the model the notebook loads before the kernel starts (both are cached per machine).
-    request.getfixturevalue("smollm2_cache" if notebook.name in REAL_MODEL_NOTEBOOKS else "tiny_gpt2_path")
+    fixture = "gemma_cache" if notebook.name in GEMMA_NOTEBOOKS else "smollm2_cache"
+    request.getfixturevalue(fixture if notebook.name in REAL_MODEL_NOTEBOOKS else "tiny_gpt2_path")
     nb = nbformat.read(notebook, as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}

@@ -6,11 +6,13 @@
 ``--ensemble PATH_OR_NAME[:WEIGHT]`` (repeatable) adds a member model (a named offline model, a
 directory written by ``save_pretrained`` or a hub id; weight 1 if omitted, negative allowed) to a
 :class:`~logit_processors.LogOddsEnsemble` whose primary is ``--model``, weighted
-``--primary-weight`` (default 1) and combined by ``--combine`` (``logprob`` or ``logodds``).
+``--primary-weight`` (default 1) and combined by ``--combine`` (``logprob``, ``logodds`` or
+``mixture``). A member with another tokenizer (``--model smollm2 --ensemble gemma3-270m``) reads
+the same text in its own tokens (:mod:`logit_processors.runtime.aligned_members`).
 ``--contrastive AMATEUR`` makes the primary the expert of
 :class:`~logit_processors.ContrastiveDecoding` (``--alpha``, ``--plausibility``).
-Members are loaded with the primary's ``--dtype`` and ``--device``, with their own tokenizers,
-which must map tokens to the same ids as the primary's. The ensemble runs first: the other
+Members are loaded with the primary's ``--dtype`` and ``--device``, with their own tokenizers:
+the same token ids as the primary's (combined id by id), or another tokenizer (aligned on text). The ensemble runs first: the other
 processor flags (masks, temperature, truncation) then shape the ensemble's distribution.
 
 Example:
@@ -63,13 +65,14 @@ def _finite(text: str) -> float:
 def add_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "ensembles",
-        "Combine --model with other checkpoints that share its tokenizer (applied before the other "
+        "Combine --model with other checkpoints, with its tokenizer or their own (applied before the other "
         "processor flags). See logit_processors.ensemble.",
     )
     group.add_argument("--ensemble", action="append", type=parse_member, default=[], metavar="PATH_OR_NAME[:WEIGHT]",
                        help="add a member model with this weight (default 1; repeatable; negative subtracts it)")
-    group.add_argument("--combine", choices=("logprob", "logodds"), default=None,
-                       help="add weighted log-probabilities (product of experts; the default) or log-odds")
+    group.add_argument("--combine", choices=("logprob", "logodds", "mixture"), default=None,
+                       help="add weighted log-probabilities (product of experts; the default) or log-odds, or average "
+                            "the probabilities (mixture)")
     group.add_argument("--primary-weight", type=_finite, default=None, metavar="W",
                        help="weight of --model in the ensemble (default 1)")
     group.add_argument("--contrastive", metavar="AMATEUR", default=None,

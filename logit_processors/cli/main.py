@@ -13,6 +13,7 @@ Usage (``python -m logit_processors`` is the same command)::
     logit-processors generate "Name a fruit." --guard stop    # see logit_processors.cli.detect
     logit-processors calibrate --texts train.txt --out calib.json --heldout test.txt   # cli.calibrate
     logit-processors generate "Once upon a time" --calibration calib.json
+    logit-processors score-text heldout.txt --model smollm2 --ensemble gemma3-270m --fit fit.txt --json
 
 Every subcommand takes ``--model`` (default ``smollm2``, the embedded SmolLM2-135M-Instruct,
 loaded offline through :func:`logit_processors.models.load`; also a hub id or a directory
@@ -25,7 +26,7 @@ written by ``save_pretrained``), ``--dtype`` and ``--device``.
 ``generation_config`` defaults nor transformers' global ``top_k=50`` are applied on top.
 
 One module per subcommand (:mod:`.generate`, :mod:`.inspect`, :mod:`.models`, :mod:`.detect` for
-``detect`` and ``detect-eval``, :mod:`.calibrate`), the flags of ``generate``'s ensembles in
+``detect`` and ``detect-eval``, :mod:`.calibrate`, :mod:`.score_text`), the flags of ``generate``'s ensembles in
 :mod:`.ensemble`, and what they share in :mod:`.common`, :mod:`.options` and :mod:`.processors`.
 
 Bad flags and models that cannot be loaded end with one line on stderr,
@@ -47,7 +48,7 @@ import sys
 from collections.abc import Sequence
 
 from ..version import __version__
-from . import calibrate, detect, generate, inspect, models
+from . import calibrate, detect, generate, inspect, models, score_text
 from .common import PROG, CommandError, CommandParser, quiet_transformers
 from .options import generation_options, model_options, output_options
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_command(commands)
     detect.add_commands(commands, model)  # detect, detect-eval
     calibrate.add_commands(commands, model)  # calibrate
+    score_text.add_commands(commands, model)  # score-text
     return parser
 
 

@@ -25,15 +25,24 @@ first (:mod:`logit_processors.calibration`: a fitted temperature per model, give
 ``temperatures``): adding log-odds assumes each model's confidence means what it says.
 Negative weights subtract a model (DExperts, Liu et al., 2021; proxy-tuning, Liu et al., 2024);
 :class:`ContrastiveDecoding` is the expert-minus-amateur special case with a plausibility cut.
+``combine="mixture"`` is the linear pool ``p = sum_i w_i p_i / sum_i w_i`` (weights >= 0).
+
+Members with **another tokenizer** (given in ``tokenizer=[primary's, member's, ...]``) read the
+primary's text in their own tokens; their probability of each primary token comes from that
+(:mod:`logit_processors.runtime.aligned_members`). :func:`score_text` scores models and their
+ensemble on bytes, the unit every tokenizer shares (:mod:`.byte_spans` for the exact span
+mixture, :mod:`.generation_score` for the distribution the ensemble generates from).
 
 Guarantees:
 
 * Masks survive: a token that any model with a nonzero weight gives probability 0 (a ``-inf``
   score, e.g. masked by an earlier processor) stays masked, whatever the weight's sign; no NaN
   ever (see :func:`logit_processors.numerics.masked_weighted_sum`).
-* Vocabulary safety: with tokenizers, the models must map tokens to ids identically (else a
-  ``ValueError`` at construction). LM heads padded to different widths (GPT-2: 50,257 tokens,
-  50,304 columns) are cut to the tokenizer's range; columns beyond it are masked in the output.
+* Vocabulary safety: with tokenizers, a member either maps tokens to ids identically (combined
+  id by id) or is aligned on text (another tokenizer); one that can be neither is refused with a
+  ``ValueError`` at construction (:func:`~.combine.tokenizer_relation`). LM heads padded to
+  different widths (GPT-2: 50,257 tokens, 50,304 columns) are cut to the tokenizer's range;
+  columns beyond it are masked in the output.
   Without tokenizers, the common range is the narrowest model's width.
 * The output is log-probabilities (normalized), so beam search ranks hypotheses by the
   ensemble's own sequence likelihood. Scores may be raw logits or log-probs: everything is
@@ -44,7 +53,8 @@ Guarantees:
 
 The room: :mod:`.combine` (the math on score tensors, and the tokenizer check),
 :mod:`.with_members` (the base of processors that run other models), :mod:`.log_odds`
-(:class:`LogOddsEnsemble`) and :mod:`.contrastive` (:class:`ContrastiveDecoding`).
+(:class:`LogOddsEnsemble`), :mod:`.contrastive` (:class:`ContrastiveDecoding`), and scoring on
+bytes: :mod:`.byte_spans`, :mod:`.generation_score`, :mod:`.score_text`.
 
 Example:
     >>> from logit_processors import LogOddsEnsemble
@@ -58,9 +68,10 @@ Example:
     (2, 1)
 """
 
-from .combine import COMBINE_MODES, Combine, check_same_vocabulary, combine_log_probs
+from .combine import COMBINE_MODES, Combine, check_same_vocabulary, combine_log_probs, tokenizer_relation
 from .contrastive import ContrastiveDecoding
 from .log_odds import LogOddsEnsemble
+from .score_text import score_text
 from .with_members import WithMemberModels
 
 __all__ = [
@@ -71,4 +82,6 @@ __all__ = [
     "WithMemberModels",
     "check_same_vocabulary",
     "combine_log_probs",
+    "score_text",
+    "tokenizer_relation",
 ]

@@ -13,10 +13,12 @@ from typing import Literal
 import torch
 
 from .. import numerics
+from ..numerics import NEG_INF
+from ..runtime.text_codec import TextCodec
 from ..validate import positive_finite_float
 
-Combine = Literal["logprob", "logodds"]
-COMBINE_MODES: tuple[str, ...] = ("logprob", "logodds")
+Combine = Literal["logprob", "logodds", "mixture"]
+COMBINE_MODES: tuple[str, ...] = ("logprob", "logodds", "mixture")
 
 
 def combine_log_probs(
@@ -30,7 +32,9 @@ def combine_log_probs(
 
     ``scores[i]`` are model i's logits (or log-probs) over the same V tokens, divided by
     ``temperatures[i]`` (default 1); ``prior`` (``[V]`` or ``[B, V]`` scores, optional) is
-    subtracted ``sum(weights) - 1`` times. See :mod:`logit_processors.ensemble` for the two modes.
+    subtracted ``sum(weights) - 1`` times. See :mod:`logit_processors.ensemble` for the modes.
+    ``"mixture"`` is the linear pool ``sum_i w_i p_i / sum_i w_i`` (weights >= 0, no prior); tokens
+    the first scores (the primary's) mask stay masked, the others' mass on them is dropped.
 
     Example:
         >>> import torch
@@ -50,6 +54,9 @@ def combine_log_probs(
         raise ValueError(f"got {len(scores)} score tensors but {len(temperatures)} temperatures; they must match")
     if all(w == 0 for w in weights):
         raise ValueError(f"at least one weight must be nonzero; got {list(weights)!r}")
+    if combine == "mixture":
+        check_mixture(weights, prior)
+        return _mixture(scores, weights, temperatures)
     evidence = numerics.log_softmax if combine == "logprob" else numerics.log_odds_of_scores
     terms, used = [], []
     for s, w, t in zip(scores, weights, temperatures, strict=True):
@@ -64,6 +71,28 @@ def combine_log_probs(
     if combine == "logodds":
         total = torch.nn.functional.logsigmoid(total)  # each token's combined probability, in log space
     return numerics.log_softmax(total)
+
+
+def check_mixture(weights: Sequence[float], prior: object = None) -> None:
+    """ValueError unless ``weights`` can weigh a linear mixture (all >= 0) and there is no prior."""
+    if any(w < 0 for w in weights):
+        raise ValueError(
+            f"combine='mixture' needs weights >= 0 (a mixture cannot subtract a model); got {list(weights)!r}"
+        )
+    if prior is not None:
+        raise ValueError("combine='mixture' takes no prior (it is a weighted average of probabilities, nothing is "
+                         "counted twice); use combine='logprob' or 'logodds' with a prior")
+
+
+def _mixture(scores, weights, temperatures) -> torch.Tensor:
+    total_weight = math.fsum(weights)
+    terms = [
+        numerics.log_softmax(numerics.shifted_by_temperature(s, t) if t != 1 else s) + math.log(w / total_weight)
+        for s, w, t in zip(scores, weights, temperatures, strict=True) if w != 0
+    ]
+    mixed = torch.logsumexp(torch.stack(terms), dim=0)
+    primary_masked = numerics.as_float32(scores[0]) == NEG_INF
+    return numerics.log_softmax(mixed.masked_fill_(primary_masked, NEG_INF))
 
 
 def temperature_value(name: str, value: object) -> float:
@@ -107,6 +136,34 @@ def check_same_vocabulary(tokenizers: Sequence[object], names: Sequence[str]) ->
                 f"{name}'s tokenizer has different special tokens than {reference_name}'s "
                 f"(id, (token, special) in one but not the other: {differ}); ensembled models must share one tokenizer"
             )
+
+
+def tokenizer_relation(primary, member, primary_name: str = "the primary model", member_name: str = "the member") -> str:
+    """How a member's tokenizer relates to the primary's: ``"same"`` (the same ids for the same
+    tokens: combined id by id) or ``"aligned"`` (another tokenizer: combined on text, through
+    :mod:`logit_processors.runtime.aligned_members`). A ValueError for a pair that is neither
+    (a tokenizer whose tokens' bytes cannot be read, so no text can be aligned).
+
+    Example:
+        >>> from logit_processors.models import load_tiny_gemma, load_tiny_gpt2
+        >>> tokenizer, other = load_tiny_gpt2()[1], load_tiny_gemma()[1]
+        >>> tokenizer_relation(tokenizer, tokenizer), tokenizer_relation(tokenizer, other)
+        ('same', 'aligned')
+    """
+    try:
+        check_same_vocabulary([primary, member], [primary_name, member_name])
+        return "same"
+    except ValueError as differ:
+        reason = str(differ).split(". Ensembled models")[0].split("; ensembled models")[0]
+    try:
+        TextCodec.of(primary, f"{primary_name}'s tokenizer")
+        TextCodec.of(member, f"{member_name}'s tokenizer")
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{member_name} can be ensembled with {primary_name} neither id by id ({reason}) nor on text "
+            f"({error})"
+        ) from None
+    return "aligned"
 
 
 def special_tokens(tokenizer) -> dict[int, tuple[str, bool]]:

@@ -58,7 +58,8 @@ class ContrastiveDecoding(WithMemberModels):
         self.plausibility = probability("plausibility", plausibility)
         self.amateur_temperature = temperature_value("amateur_temperature", amateur_temperature)
         self._log_plausibility = math.log(self.plausibility) if self.plausibility > 0 else NEG_INF
-        super().__init__([amateur], ["the amateur"], [0], tokenizer, pad_token_id, on_nan)
+        super().__init__([amateur], ["the amateur"], [0], tokenizer, pad_token_id, on_nan,
+                         temperatures=[self.amateur_temperature])
 
     def _repr_fields(self) -> dict[str, object]:
         return {"alpha": self.alpha, "plausibility": self.plausibility, "amateur_temperature": self.amateur_temperature}
@@ -66,7 +67,8 @@ class ContrastiveDecoding(WithMemberModels):
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         [amateur], width = self._member_logits(input_ids, scores)
         expert = numerics.log_softmax(scores[:, :width])
-        amateur = numerics.log_softmax(numerics.shifted_by_temperature(amateur, self.amateur_temperature))
+        if not self._is_aligned(0):  # an amateur read on text comes as log-probs, its temperature applied
+            amateur = numerics.log_softmax(numerics.shifted_by_temperature(amateur, self.amateur_temperature))
         score = numerics.masked_weighted_sum([expert, amateur], [1.0, -self.alpha])
         implausible = expert < expert.amax(dim=-1, keepdim=True) + self._log_plausibility
         return self._finish(type(self).__name__, scores, score.masked_fill_(implausible, NEG_INF), width)

@@ -9,7 +9,7 @@ import torch
 
 from ..core import DeviceCache
 from ..validate import NanPolicy, finite_floats
-from .combine import COMBINE_MODES, Combine, combine_log_probs, temperature_value
+from .combine import COMBINE_MODES, Combine, check_mixture, combine_log_probs, temperature_value
 from .with_members import WithMemberModels
 
 
@@ -17,19 +17,25 @@ class LogOddsEnsemble(WithMemberModels):
     """Combine the primary model's scores with N member models: weighted log-probs or log-odds.
 
     Args:
-        members: a causal LM or a list of them (any Hugging Face decoder-only LM sharing the
-            primary's tokenizer). Each runs on the same token histories with its own KV cache.
+        members: a causal LM or a list of them (any Hugging Face decoder-only LM). A member that
+            shares the primary's tokenizer runs on the same token histories with its own KV cache;
+            one with another tokenizer (given in ``tokenizer``) reads the same *text* in its own
+            tokens, and its probability of each of the primary's tokens is computed from that
+            (:mod:`logit_processors.runtime.aligned_members`).
         weights: N + 1 finite numbers, the primary's first. Negative weights subtract a model;
             a member with weight 0 is left out (not even run).
-        combine: ``"logprob"`` (weighted product of experts) or ``"logodds"`` (per-token log-odds
-            added, then renormalized); see :mod:`logit_processors.ensemble` for the math.
+        combine: ``"logprob"`` (weighted product of experts), ``"logodds"`` (per-token log-odds
+            added, then renormalized) or ``"mixture"`` (probabilities averaged with the weights,
+            which must be >= 0); see :mod:`logit_processors.ensemble` for the math.
         prior: ``None``, a causal LM, or a fixed distribution (a ``[V]`` tensor of probabilities,
             renormalized over the shared tokens), subtracted ``sum(weights) - 1`` times.
         temperatures: ``None`` or N + 1 temperatures (numbers, or fitted calibration objects with
             a ``.temperature``), dividing each model's logits before combining.
         tokenizer: one tokenizer (the shared one) or a list of N + 1 (primary first; ``None``
-            where unknown), checked to map tokens identically. Sets the token range (padded LM
-            head columns beyond it are masked) and, by default, ``pad_token_id``.
+            where unknown). A member's tokenizer either maps tokens identically (the same
+            tokenizer: combined id by id) or is another tokenizer (aligned on text; the primary's
+            must then be given). Sets the token range (padded LM head columns beyond it are
+            masked) and, by default, ``pad_token_id``.
         pad_token_id: token whose leading run in a prompt is left padding (default: the
             tokenizer's, else the first member's generation config); see :meth:`set_attention_mask`.
 
@@ -67,6 +73,8 @@ class LogOddsEnsemble(WithMemberModels):
             raise ValueError(f"combine must be one of {COMBINE_MODES}; got {combine!r}")
         self.combine = combine
         self.weights = _weights(weights, len(members))
+        if combine == "mixture":
+            check_mixture(self.weights, prior)
         self.temperatures = _temperatures(temperatures, len(members))
         self._cache = DeviceCache()
         models, names = list(members), [f"member #{i}" for i in range(len(members))]
@@ -83,7 +91,9 @@ class LogOddsEnsemble(WithMemberModels):
         self._prior_runs = self._prior_is_model and math.fsum(self.weights) != 1
         # The sources combined at each step: the primary, then the members that run.
         self._used = [0, *(i + 1 for i in run if i < len(members))]
-        super().__init__(models, names, run, tokenizer, pad_token_id, on_nan)
+        super().__init__(models, names, run, tokenizer, pad_token_id, on_nan,
+                         temperatures=[*self.temperatures[1:], 1.0][: len(models)],
+                         primary_temperature=self.temperatures[0])
 
     def _repr_fields(self) -> dict[str, object]:
         fields: dict[str, object] = {"members": len(self.weights) - 1, "weights": self.weights, "combine": self.combine}
@@ -100,7 +110,8 @@ class LogOddsEnsemble(WithMemberModels):
             [scores[:, :width], *logits],
             [self.weights[i] for i in self._used],
             self.combine,
-            [self.temperatures[i] for i in self._used],
+            # Members read on text come as log-probs with their temperature applied.
+            [1.0 if i > 0 and self._is_aligned(i - 1) else self.temperatures[i] for i in self._used],
             prior=prior,
         )
         return self._finish(type(self).__name__, scores, combined, width)

@@ -72,6 +72,7 @@ from .named import (
     NamedModel,
     locate_gguf,
 )
+from .tiny_gemma import load_tiny_gemma, tiny_gemma_path
 from .tiny_gpt2 import load_tiny_gpt2, tiny_gpt2_path
 
 __all__ = [
@@ -89,9 +90,11 @@ __all__ = [
     "check_identity",
     "ensure_converted",
     "load",
+    "load_tiny_gemma",
     "load_tiny_gpt2",
     "locate_gguf",
     "model_identity",
     "resolve_cache_dir",
+    "tiny_gemma_path",
     "tiny_gpt2_path",
 ]

@@ -105,7 +105,7 @@ def train_tokenizer(vocab_size: int = 2000):
     )
 
 
-def _training_ids(tokenizer) -> torch.Tensor:
+def training_ids(tokenizer) -> torch.Tensor:
     """The whole corpus as one id stream, documents separated by EOS."""
     ids: list[int] = []
     for text in corpus():
@@ -140,6 +140,13 @@ def build_tiny_gpt2(path: str | os.PathLike, **params) -> Path:
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
+    return train_and_save(GPT2LMHeadModel, config, tokenizer, p, path, "tiny_gpt2_build.json")
+
+
+def train_and_save(model_class, config, tokenizer, p: dict, path: str | os.PathLike, marker: str) -> Path:
+    """Build ``model_class(config)`` from seed ``p["seed"]``, train it on :func:`corpus` (one thread;
+    the global torch RNG and thread count are restored), and ``save_pretrained`` it with
+    ``tokenizer`` into ``path``, the build parameters last, in ``marker``."""
     threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
         # One thread: the same reduction order on every machine (a reproducible build), and
@@ -147,20 +154,21 @@ def build_tiny_gpt2(path: str | os.PathLike, **params) -> Path:
         torch.set_num_threads(1)
         try:
             torch.manual_seed(p["seed"])
-            model = GPT2LMHeadModel(config)
-            _train(model, _training_ids(tokenizer), p)
+            model = model_class(config)
+            train_causal_lm(model, training_ids(tokenizer), p)
         finally:
             torch.set_num_threads(threads)
     model.eval()
-    model.generation_config.pad_token_id = eos
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    (path / "tiny_gpt2_build.json").write_text(json.dumps(p, indent=2, sort_keys=True) + "\n")
+    (path / marker).write_text(json.dumps(p, indent=2, sort_keys=True) + "\n")
     return path
 
 
-def _train(model, ids: torch.Tensor, p: dict) -> None:
+def train_causal_lm(model, ids: torch.Tensor, p: dict) -> None:
     """A few hundred AdamW steps on random windows of the corpus (warmup, then cosine decay)."""
     steps, batch_size, seq_len = p["train_steps"], p["batch_size"], p["seq_len"]
     if steps <= 0:
@@ -218,17 +226,23 @@ def build_key(**params) -> str:
 def tiny_gpt2_path(cache_dir: str | os.PathLike | None = None, **params) -> Path:
     """The cached checkpoint directory for these parameters, building it first if needed."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / f"tiny-gpt2-{build_key(**params)}"
-    if (final / "tiny_gpt2_build.json").is_file():
+    return cached_build(root / f"tiny-gpt2-{build_key(**params)}", lambda path: build_tiny_gpt2(path, **params))
+
+
+def cached_build(final: Path, build, marker: str = "tiny_gpt2_build.json") -> Path:
+    """``final``, built by ``build(staging directory)`` unless it holds ``marker`` already. The
+    build writes to a temporary directory renamed into place, so concurrent builders never see
+    a half-written checkpoint."""
+    if (final / marker).is_file():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-gpt2-building-", dir=root))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-building-", dir=final.parent))
     try:
-        build_tiny_gpt2(staging, **params)
+        build(staging)
         try:
             os.rename(staging, final)  # atomic on one filesystem
         except OSError:
-            if not (final / "tiny_gpt2_build.json").is_file():
+            if not (final / marker).is_file():
                 raise
             # Another process finished the same build first; theirs is identical in recipe.
     finally:
@@ -242,15 +256,22 @@ def load_tiny_gpt2(cache_dir: str | os.PathLike | None = None, *, path: str | os
     From ``path`` if given (a directory written by :func:`build_tiny_gpt2`), else from the
     cached build for ``params`` under ``cache_dir`` (built first if needed).
     """
-    from transformers import AutoTokenizer, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
     if path is None:
         path = tiny_gpt2_path(cache_dir, **params)
     elif params:
         raise ValueError(f"pass either path= or build parameters, not both; got path={path!r} and {sorted(params)}")
+    return load_saved(GPT2LMHeadModel, path)
+
+
+def load_saved(model_class, path: str | os.PathLike):
+    """``(model, tokenizer)`` saved in ``path``: eval mode, left padding, the pad token set."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
-    model = GPT2LMHeadModel.from_pretrained(path)
+    model = model_class.from_pretrained(path)
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

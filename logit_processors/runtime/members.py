@@ -141,25 +141,9 @@ class CachedMembers:
     # -- row tracking --------------------------------------------------------------------------
 
     def _parents(self, input_ids: torch.Tensor) -> torch.Tensor | None | bool:
-        """Which cached row each row continues: ``True`` for "each its own" (greedy, sampling), a
-        ``[B]`` index tensor (beam search), or ``None`` when the histories do not continue ours."""
-        history = self._history
-        if (
-            history is None
-            or self._pending_mask is not None
-            or input_ids.shape[1] != history.shape[1] + 1
-            or input_ids.device != history.device
-        ):
+        if self._pending_mask is not None:
             return None
-        prefix = input_ids[:, :-1]
-        if prefix.shape == history.shape and torch.equal(prefix, history):
-            return True
-        # [B, B_cached]: row r's history minus its last token equals cached row p. Rows with equal
-        # histories have equal caches, so any match will do.
-        match = (prefix[:, None, :] == history[None, :, :]).all(dim=-1)
-        if not bool(match.any(dim=-1).all()):
-            return None
-        return match.int().argmax(dim=-1)
+        return continued_rows(self._history, input_ids)
 
     # -- running the models --------------------------------------------------------------------
 
@@ -212,24 +196,47 @@ class CachedMembers:
         return logits
 
     def _prompt_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
-        rows, width = input_ids.shape
-        if self._pending_mask is not None:
-            mask, self._pending_mask = self._pending_mask, None
-            if mask.shape[1] != width:
-                raise ValueError(
-                    f"the attention_mask given with set_attention_mask() has {mask.shape[1]} columns but the prompt "
-                    f"generate() passed has {width}; give the mask of this call's prompt"
-                )
-            return per_row("attention_mask", mask.to(input_ids.device), rows)
-        if self.pad_token_id is None or width < 2:
-            return torch.ones_like(input_ids)
-        # The leading run of pad tokens, never including the last column (a real token).
-        leading = (input_ids[:, :-1] == self.pad_token_id).long().cumprod(dim=-1)
-        return torch.cat([1 - leading, torch.ones_like(input_ids[:, -1:])], dim=1)
+        mask, self._pending_mask = self._pending_mask, None
+        return prompt_mask(input_ids, self.pad_token_id, mask)
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
+
+
+def continued_rows(history: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor | None | bool:
+    """Which row of ``history [B', L]`` each row of ``input_ids [B, L + 1]`` continues: ``True`` for
+    "each its own" (greedy, sampling), a ``[B]`` index tensor (beam search moved rows), or ``None``
+    when the histories do not continue ``history`` (a new call, another batch: start over)."""
+    if history is None or input_ids.shape[1] != history.shape[1] + 1 or input_ids.device != history.device:
+        return None
+    prefix = input_ids[:, :-1]
+    if prefix.shape == history.shape and torch.equal(prefix, history):
+        return True
+    # [B, B_cached]: row r's history minus its last token equals cached row p. Rows with equal
+    # histories have equal caches, so any match will do.
+    match = (prefix[:, None, :] == history[None, :, :]).all(dim=-1)
+    if not bool(match.any(dim=-1).all()):
+        return None
+    return match.int().argmax(dim=-1)
+
+
+def prompt_mask(input_ids: torch.Tensor, pad_token_id: int | None, given: torch.Tensor | None = None) -> torch.Tensor:
+    """The prompt's attention mask ``[B, T]``: ``given`` (``[prompts, T]``, expanded to the rows as
+    ``generate()`` expands prompts), else the leading run of ``pad_token_id`` in each row is
+    padding, never including the last column (a real token)."""
+    rows, width = input_ids.shape
+    if given is not None:
+        if given.shape[1] != width:
+            raise ValueError(
+                f"the attention_mask given with set_attention_mask() has {given.shape[1]} columns but the prompt "
+                f"generate() passed has {width}; give the mask of this call's prompt"
+            )
+        return per_row("attention_mask", given.to(input_ids.device), rows)
+    if pad_token_id is None or width < 2:
+        return torch.ones_like(input_ids)
+    leading = (input_ids[:, :-1] == pad_token_id).long().cumprod(dim=-1)
+    return torch.cat([1 - leading, torch.ones_like(input_ids[:, -1:])], dim=1)
 
 
 def embedding_rows(model: torch.nn.Module) -> int | None:

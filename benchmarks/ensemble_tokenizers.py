@@ -1,0 +1,109 @@
+"""What an ensemble across tokenizers costs inside generate(): SmolLM2-135M-Instruct + Gemma-3-270M, per token.
+
+The target (issue 17): the ensemble's per-token time is at most 1.3 x (t_primary + t_member), at
+64 and at 512 new tokens (flat in length), where t_primary is SmolLM2 generating alone and
+t_member Gemma-3-270M generating alone (its own tokens, from the same text the ensemble's member
+reads), measured side by side in interleaved rounds (greedy, ``min_new_tokens = max_new_tokens``,
+float32, one torch thread, B=1, a chat prompt). The ensemble is ``LogOddsEnsemble(gemma,
+[0.6, 0.4], "mixture", tokenizer=[smollm2_tokenizer, gemma_tokenizer])``: each step runs Gemma on
+the tokens the re-encoded text gained (usually one), after rolling back the ones that changed.
+
+CPU-time ratios (medians of per-round ratios) are the verdict; wall clock is printed beside them.
+
+    python benchmarks/ensemble_tokenizers.py [--rounds 3] [--lengths 64,512] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_io import write_json  # noqa: E402
+from ensemble import ratio, row, time_interleaved  # noqa: E402  (the same timing rules as the same-tokenizer ensemble)
+from generate_overhead import chat_inputs, load_smollm2  # noqa: E402
+
+from logit_processors import LogOddsEnsemble  # noqa: E402
+from logit_processors.models import load  # noqa: E402
+
+TARGET = 1.3
+WEIGHTS = (0.6, 0.4)
+
+
+def generate(model, inputs, processors, new_tokens: int, pad_token_id: int):
+    with torch.inference_mode():
+        return model.generate(**inputs, logits_processor=processors, do_sample=False, max_new_tokens=new_tokens,
+                              min_new_tokens=new_tokens, pad_token_id=pad_token_id)
+
+
+def run(rounds: int, lengths: list[int], log=print) -> dict:
+    primary, tokenizer = load_smollm2()
+    member, member_tokenizer = load("gemma3-270m", progress=False)
+    inputs = chat_inputs(tokenizer, 1)
+    # Gemma alone continues the text its aligned copy reads: the prompt's text without special tokens.
+    text = tokenizer.decode(inputs["input_ids"][0], skip_special_tokens=True)
+    member_inputs = member_tokenizer([text], return_tensors="pt")
+    started = time.perf_counter()
+    ensemble = LogOddsEnsemble(member, list(WEIGHTS), "mixture", tokenizer=[tokenizer, member_tokenizer])
+    build_s = time.perf_counter() - started
+    rows, ratios, samples = [], [], {}
+    for tokens in lengths:
+        cases = {
+            "primary": lambda n=tokens: generate(primary, inputs, [], n, tokenizer.pad_token_id),
+            "member": lambda n=tokens: generate(member, member_inputs, [], n, member_tokenizer.pad_token_id),
+            "ensemble": lambda n=tokens: generate(primary, inputs, [ensemble], n, tokenizer.pad_token_id),
+        }
+        wall, cpu, outputs = time_interleaved(cases, rounds, f"{tokens} tokens", log)
+        rows += [row("tokenizers", "gemma3-270m", 1, tokens, case, wall[case], cpu[case]) for case in cases]
+        ratios.append({"name": "ensemble / (primary + member)", "member": "gemma3-270m", "batch": 1,
+                       "new_tokens": tokens, **ratio(wall, cpu, "ensemble", ["primary", "member"])})
+        samples[tokens] = tokenizer.decode(outputs["ensemble"][0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        counts = ensemble.counts
+        log(f"  member tokens run per generated token: {counts['fed'] / max(1, counts['continue']):.2f} "
+            f"(rolled back {counts['rolled_back']}), over every call so far")
+    flat = {}
+    if len(lengths) >= 2:
+        short, long = lengths[0], lengths[-1]
+        per_token = {n: [r for r in rows if r["new_tokens"] == n and r["case"] == "ensemble"][0] for n in (short, long)}
+        flat = {"name": f"ensemble per-token time, {long} / {short} new tokens",
+                "cpu": per_token[long]["cpu_ms_per_token"] / per_token[short]["cpu_ms_per_token"],
+                "wall": per_token[long]["ms_per_token"] / per_token[short]["ms_per_token"]}
+    target = {"target": f"ensemble per-token time <= {TARGET} x (t_primary + t_member), B=1, at {lengths} new tokens",
+              "measured": {r["new_tokens"]: r["paired"] for r in ratios},
+              "measured_wall": {r["new_tokens"]: r["wall_paired"] for r in ratios},
+              "pass": all(r["paired"] <= TARGET for r in ratios)}
+    print(f"\n{'tokens':>6s} {'case':9s} {'cpu ms/token':>12s} {'wall ms/token':>13s}")
+    for r in rows:
+        print(f"{r['new_tokens']:6d} {r['case']:9s} {r['cpu_ms_per_token']:12.1f} {r['ms_per_token']:13.1f}")
+    for r in ratios:
+        print(f"ensemble / (primary + member) at {r['new_tokens']} tokens: cpu {r['paired']:.3f} (medians "
+              f"{r['median']:.3f}), wall {r['wall_paired']:.3f}")
+    if flat:
+        print(f"{flat['name']}: cpu {flat['cpu']:.3f}, wall {flat['wall']:.3f}")
+    print(f"[{'PASS' if target['pass'] else 'FAIL'}] {target['target']}")
+    return {"meta": {"rounds": rounds, "lengths": lengths, "threads": torch.get_num_threads(), "weights": list(WEIGHTS),
+                     "ensemble_build_s": build_s, "statistics": "median of per-round CPU-time ratios"},
+            "rows": rows, "ratios": ratios, "flat": flat, "targets": [target],
+            "samples": {str(k): v for k, v in samples.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lengths", default="64,512")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", default="benchmarks/results/ensemble_tokenizers.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    section = run(args.rounds, [int(x) for x in args.lengths.split(",")])
+    print(f"Wrote {write_json(args.json, section)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
