@@ -5,8 +5,8 @@ Example:
     >>> from logit_processors.models import load_tiny_gpt2
     >>> from logit_processors.detection import Detector, load_benign
     >>> model, tokenizer = load_tiny_gpt2()
-    >>> benign = [p.text for p in load_benign("fit") if " " in p.text]   # two tokens or more
-    >>> detector = Detector.fit(model, tokenizer, benign, chat_template=False)
+    >>> benign = [p.text for p in load_benign("fit", "chat") if " " in p.text]   # two tokens or more
+    >>> detector = Detector.fit(model, tokenizer, benign, chat_template=False, probe=False)
     >>> result = detector.score("What is 2 + 2?")
     >>> str(verdict_text(result)).split()[0] in ("FLAGGED", "not")
     True
