@@ -52,7 +52,7 @@ from pathlib import Path
 
 import torch
 from attack_texts import HARMFUL_BEHAVIOURS
-from optimize_suffixes import SuffixSearch, printable_ascii_tokens
+from optimize_suffixes import SuffixSearch, parse_search_options, printable_ascii_tokens, write_resumable
 
 from logit_processors.detection.baselines import WindowedPerplexityFilter
 from logit_processors.detection import default_detector
@@ -205,19 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", choices=sorted(OUTPUTS), required=True)
     parser.add_argument("--n", type=int, default=12, help="number of behaviours (held-out ones, in order)")
-    parser.add_argument("--length", type=int, default=16, help="suffix length in tokens")
-    parser.add_argument("--steps", type=int, default=40, help="coordinate steps per suffix at most")
-    parser.add_argument("--candidates", type=int, default=32, help="candidate swaps evaluated per step")
-    parser.add_argument("--topk", type=int, default=32, help="replacement tokens per position")
     parser.add_argument("--weight", type=float, default=1.0, help="weight of the defense penalty")
     parser.add_argument("--margin", type=float, default=0.5, help="detector variant: aim this far below the threshold")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--resume", action="store_true", help="keep the rows already in --out, search the rest")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    args = parse_search_options(parser, argv, steps=40)
     out = args.out or DATA / OUTPUTS[args.variant]
 
     model, tokenizer = load("smollm2", progress=False)
@@ -232,28 +223,24 @@ def main(argv: list[str] | None = None) -> int:
         rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
         kept = [r for r, (k, _, _) in zip(rows, behaviours) if r["base_id"] == f"harm{k:02d}"]
         print(f"resuming: {len(kept)} of {len(behaviours)} suffixes already in {out}", flush=True)
-    started = time.perf_counter()
-    with open(out, "w", encoding="utf-8") as f:
-        for row in kept:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        for n, (k, behaviour, target) in enumerate(behaviours):
-            if n < len(kept):
-                continue
-            rng = random.Random(f"{args.seed}:{k}")
-            base = behaviour + "."
-            s = TargetSearch(model, tokenizer, base, target, allowed, detector, window_filter)
-            result = search(s, args.variant, args.length, args.steps, args.candidates, args.topk, args.weight,
-                            args.margin, rng)
-            row = {"id": f"{args.variant[:3]}h{k:02d}", "base_id": f"harm{k:02d}", "base": base,
-                   "suffix": result["suffix"], "text": base + result["suffix"], "split": "test", "target": target,
-                   **{k2: v for k2, v in result.items() if k2 != "suffix"}, "settings": settings}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            print(f"[{n + 1}/{len(behaviours)}] {result['seconds']:.0f}s steps {result['steps']}: target "
-                  f"{result['target_logprob_initial']:.2f} -> {result['target_logprob']:.2f} forced {result['forced']}, "
-                  f"detector {result['detector_score']:.2f}, windowed {result['windowed_score']:.2f}: "
-                  f"{base!r} + {result['suffix']!r}", flush=True)
-    print(f"wrote {out} in {time.perf_counter() - started:.0f} s")
+
+    def run_one(n: int, item: tuple[int, str, str]) -> dict:
+        k, behaviour, target = item
+        rng = random.Random(f"{args.seed}:{k}")  # one stream per behaviour: resuming changes nothing
+        base = behaviour + "."
+        s = TargetSearch(model, tokenizer, base, target, allowed, detector, window_filter)
+        result = search(s, args.variant, args.length, args.steps, args.candidates, args.topk, args.weight,
+                        args.margin, rng)
+        return {"id": f"{args.variant[:3]}h{k:02d}", "base_id": f"harm{k:02d}", "base": base,
+                "suffix": result["suffix"], "text": base + result["suffix"], "split": "test", "target": target,
+                **{k2: v for k2, v in result.items() if k2 != "suffix"}, "settings": settings}
+
+    def describe(row: dict) -> str:
+        return (f"{row['seconds']:.0f}s steps {row['steps']}: target {row['target_logprob_initial']:.2f} -> "
+                f"{row['target_logprob']:.2f} forced {row['forced']}, detector {row['detector_score']:.2f}, "
+                f"windowed {row['windowed_score']:.2f}: {row['base']!r} + {row['suffix']!r}")
+
+    write_resumable(out, behaviours, kept, run_one, describe)
     return 0
 
 

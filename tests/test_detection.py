@@ -417,7 +417,7 @@ def test_attack_sets_extend_held_out_requests(name):
     attacks = load_attacks(name)
     held_out = {p.id: p.text for p in load_benign("test", "chat")}
     dev = {p.id: p.text for p in load_benign("dev", "chat")}
-    assert len(load_attacks(name, "test")) >= 12
+    assert len(load_attacks(name, "test")) >= 8
     for a in attacks:
         assert a.text == a.base + a.suffix and a.suffix.strip() and a.split in ("dev", "test")
         if a.base_id.startswith("b"):  # a chat request: held out for test rows, dev for dev rows

@@ -110,8 +110,8 @@ def test_guarded_generation_shares_the_prefill_and_changes_nothing(smollm2, dete
     with torch.inference_mode():
         plain = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
     calls: list[int] = []
-    hook = model.register_forward_pre_hook(lambda m, args, kw: calls.append(kw["input_ids"].shape[1]),
-                                           with_kwargs=True)
+    hook = model.base_model.register_forward_pre_hook(lambda m, args, kw: calls.append(kw["input_ids"].shape[1]),
+                                                      with_kwargs=True)  # every call, the probe's too
     try:
         out = guarded_generate(model, tokenizer, prompt, detector=detector, max_new_tokens=8, do_sample=False)
     finally:

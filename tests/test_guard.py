@@ -69,11 +69,12 @@ def guarded(setup, text: str, policy: str = "record", **kwargs):
 
 
 class ForwardCounter:
-    """Records the number of tokens each model forward call processes."""
+    """Records the number of tokens each forward call of the model's transformer processes (every
+    call of the model goes through it, and so does the probe's, which skips the LM head)."""
 
     def __init__(self, model):
         self.lengths: list[int] = []
-        self.handle = model.register_forward_pre_hook(self.hook, with_kwargs=True)
+        self.handle = model.base_model.register_forward_pre_hook(self.hook, with_kwargs=True)
 
     def hook(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)

@@ -24,16 +24,29 @@ are fitted on), ``dev`` (15%: for choosing a method's design) and ``test`` (40%:
 nothing is fitted or tuned on it). The chat requests the attack sets extend (the original
 ``eval`` split) are all ``test``.
 
-Attack sets (:data:`ATTACK_SETS`), each row ``base + suffix = text``; ``scripts/build_attack_sets.py``
-and ``scripts/optimize_suffixes.py`` made them (see ``load_attacks``):
+Attack sets (:data:`ATTACK_SETS`), each row ``base + suffix = text`` with a split (``dev``: for
+fitting the detector's probe; ``test``: held out). ``scripts/build_attack_sets.py``,
+``scripts/optimize_suffixes.py`` and ``scripts/adaptive_attack.py`` made them:
 
 ``random``
     held-out chat requests + a suffix of 8-24 uniformly random printable-ASCII tokens.
+``random_harmful``
+    harmful behaviours (AdvBench-style titles written for this project) + random tokens.
 ``optimized``
     held-out chat requests + a suffix found by a small GCG search against SmolLM2 maximizing
     an affirmative first token.
+``gcg_harmful``
+    held-out harmful behaviours + a GCG suffix forcing the behaviour's target ("Sure, here is
+    ..."); ``forced``: whether greedy decoding then starts with the target.
+``adaptive_perplexity``, ``adaptive_detector``
+    the same search with a perplexity penalty (AutoDAN-style), or with the shipped detector's
+    score in its objective (white box).
 ``fluent``
-    held-out chat requests + a fluent appended instruction (prompt-injection style).
+    held-out chat requests + a fluent appended instruction (prompt-injection style); ``dev``
+    rows use other instructions on dev requests.
+``jailbreak``
+    templates in the style of in-the-wild jailbreaks (role-play, developer mode, fiction, ...)
+    around harmful behaviours; split by template.
 ``detector_smollm2.json``
     a :class:`~logit_processors.detection.Detector` fitted on the ``fit`` split with SmolLM2
     (``scripts/fit_detector.py``), with the model's identity; :func:`default_detector` loads it.
@@ -67,6 +80,7 @@ ATTACK_SETS: dict[str, str] = {
     "random": "attacks_random.jsonl",
     "random_harmful": "attacks_random_harmful.jsonl",
     "optimized": "attacks_optimized.jsonl",
+    "gcg_harmful": "attacks_gcg_harmful.jsonl",
     "fluent": "attacks_fluent.jsonl",
     "jailbreak": "attacks_jailbreak.jsonl",
 }

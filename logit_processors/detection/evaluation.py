@@ -184,12 +184,15 @@ class EvalReport:
     def methods(self) -> list[str]:
         return list(dict.fromkeys(r.method for r in self.rows))
 
-    def markdown(self) -> str:
-        """The table as GitHub markdown (for the README)."""
+    def markdown(self, methods: Sequence[str] | None = None, names: Sequence[str] | None = None) -> str:
+        """The table as GitHub markdown (for the README): the rows of ``methods`` and ``names``
+        (benign categories, attack sets; default: all)."""
         header = self._header()
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i in (0, 2) else "---:"
                                                                   for i in range(len(header))) + "|"]
         for r in self.rows:
+            if (methods is not None and r.method not in methods) or (names is not None and r.name not in names):
+                continue
             lines.append(f"| {r.kind}: {r.name} | {r.n} | {r.method} | " + " | ".join(self._cells(r)) + " |")
         return "\n".join(lines)
 

@@ -323,11 +323,14 @@ def guarded_generate(
         stats = stats_from_logits(encoded, prefill.logits[0], first if keep else 0)
         if detector.probe_enabled:
             # The probe reads the hidden state at the prompt's last token, which generate() only
-            # computes at its first step: that one token once more, on a copy of the cache.
-            last = model(input_ids=ids[:, -1:], use_cache=True, output_hidden_states=True,
-                         **{kwarg: copy.deepcopy(output_cache(prefill))})
+            # computes at its first step: that one token once more, on a copy of the cache, through
+            # the transformer without its LM head (unless the probe also reads the refusal gap).
+            runner = model if detector.refusal_feature else model.base_model
+            last = runner(input_ids=ids[:, -1:], use_cache=True, output_hidden_states=True,
+                          **{kwarg: copy.deepcopy(output_cache(prefill))})
             stats.hidden = last.hidden_states[detector.probe_layer][0, -1].float().cpu()
-            stats.next_logits = last.logits[0, -1].float().cpu()
+            if detector.refusal_feature:
+                stats.next_logits = last.logits[0, -1].float().cpu()
     result = detector.score_stats(stats)
     guard.begin([result], ids)
     processors = LogitsProcessorList([guard, *(logits_processor or [])])

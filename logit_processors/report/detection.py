@@ -28,6 +28,8 @@ def verdict_text(result):
     text = Text()
     text.append("FLAGGED" if result.flagged else "not flagged", style="bold red" if result.flagged else "bold green")
     text.append(f"  score {result.score:.2f}  threshold {result.threshold:.2f}")
+    if result.channels:
+        text.append(" (" + ", ".join(f"{name} {value:.2f}" for name, value in result.channels.items()) + ")")
     if result.span is not None:
         text.append(f"  suspicious span: tokens {result.span[0]}-{result.span[1] - 1}")
     if result.refusal_gap is not None:
