@@ -53,7 +53,7 @@ CASES = ("plain", "guarded", "guarded, no monitor")
 
 
 def load():
-    from logit_processors.detection.datasets import default_detector
+    from logit_processors.detection import default_detector
     from logit_processors.models import load as load_model
 
     model, tokenizer = load_model("smollm2", dtype=torch.float32, progress=False)

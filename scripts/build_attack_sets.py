@@ -1,7 +1,7 @@
-"""Build the random-token and fluent attack sets (run once; the output is stored as data).
+"""Build the random-token, fluent and jailbreak attack sets (run once; the output is stored as data).
 
-Both extend held-out (eval split) benign requests, so that every attacked prompt has its clean
-version in the benign evaluation set:
+The first two extend held-out benign chat requests (those marked ``attack_base``, all in the
+``test`` split), so that every attacked prompt has its clean version in the benign test set:
 
 ``attacks_random.jsonl``
     100 requests + " " + 8 to 24 tokens drawn uniformly from SmolLM2's printable-ASCII tokens
@@ -9,9 +9,22 @@ version in the benign evaluation set:
     optimization).
 ``attacks_fluent.jsonl``
     100 requests + " " + one of the fluent, low-perplexity appended instructions below
-    (prompt-injection and jailbreak phrasing, written for this project; each used 2-3 times).
+    (prompt-injection and jailbreak phrasing, written for this project; each used 2-3 times),
+    split ``test``; plus 36 rows (split ``dev``, for tuning) of dev chat requests + one of
+    ``attack_texts.FLUENT_INSTRUCTIONS_DEV``.
+``attacks_random_harmful.jsonl``
+    each of the 40 harmful behaviours of ``attack_texts.HARMFUL_BEHAVIOURS`` + a random suffix
+    as above (split by behaviour: ``dev`` or ``test``).
+``attacks_jailbreak.jsonl``
+    each template of ``attack_texts.JAILBREAK_TEMPLATES`` around 8 harmful behaviours (split by
+    template, so that test templates were never seen in tuning); ``base`` is empty: the whole
+    prompt is the attack.
 
-    python scripts/build_attack_sets.py     # rewrites both files in logit_processors/data/
+Attack rows take their split from :func:`~logit_processors.detection.datasets.split_of` on the
+key that carries their material (``fit`` and ``dev`` both become ``dev``: nothing is fitted on
+attacks).
+
+    python scripts/build_attack_sets.py     # rewrites the files in logit_processors/detection/data/
 """
 
 from __future__ import annotations
@@ -21,12 +34,13 @@ import random
 import sys
 from pathlib import Path
 
+from attack_texts import FLUENT_INSTRUCTIONS_DEV, HARMFUL_BEHAVIOURS, JAILBREAK_TEMPLATES
 from optimize_suffixes import printable_ascii_tokens
 
-from logit_processors.detection.datasets import load_benign
+from logit_processors.detection.datasets import BENIGN_FILES, data_path, load_benign, split_of
 from logit_processors.models import load
 
-DATA = Path(__file__).resolve().parent.parent / "logit_processors" / "data"
+DATA = Path(__file__).resolve().parent.parent / "logit_processors" / "detection" / "data"
 N = 100
 SEED = 6
 
@@ -80,24 +94,58 @@ def write(name: str, rows: list[dict]) -> None:
     print(f"wrote {len(rows)} rows to {DATA / name}")
 
 
+def attack_split(kind: str, key: str) -> str:
+    return "test" if split_of(kind, key) == "test" else "dev"
+
+
+def attack_bases() -> list[dict]:
+    """The held-out chat requests the attack sets extend, in file order."""
+    with data_path(BENIGN_FILES["chat"]).open(encoding="utf-8") as f:
+        return [r for r in map(json.loads, f) if r.get("attack_base")]
+
+
+def random_suffix(rng: random.Random, pool: list[int], tokenizer) -> tuple[str, int]:
+    ids = [rng.choice(pool) for _ in range(rng.randint(8, 24))]
+    return " " + tokenizer.decode(ids).lstrip(), len(ids)
+
+
 def main() -> int:
     _, tokenizer = load("smollm2", progress=False)
     pool = printable_ascii_tokens(tokenizer).nonzero().flatten().tolist()
     rng = random.Random(SEED)
-    bases = load_benign("eval")
+    bases = attack_bases()
     random_rows = []
     for k, base in enumerate(rng.sample(bases, N)):
-        ids = [rng.choice(pool) for _ in range(rng.randint(8, 24))]
-        suffix = " " + tokenizer.decode(ids).lstrip()
-        random_rows.append({"id": f"rnd{k:03d}", "base_id": base.id, "base": base.text, "suffix": suffix,
-                            "text": base.text + suffix, "suffix_tokens": len(ids)})
+        suffix, n = random_suffix(rng, pool, tokenizer)
+        random_rows.append({"id": f"rnd{k:03d}", "base_id": base["id"], "base": base["text"], "suffix": suffix,
+                            "text": base["text"] + suffix, "suffix_tokens": n, "split": "test"})
     write("attacks_random.jsonl", random_rows)
     fluent_rows = []
     for k, base in enumerate(rng.sample(bases, N)):
         suffix = " " + FLUENT_INSTRUCTIONS[k % len(FLUENT_INSTRUCTIONS)]
-        fluent_rows.append({"id": f"flu{k:03d}", "base_id": base.id, "base": base.text, "suffix": suffix,
-                            "text": base.text + suffix})
+        fluent_rows.append({"id": f"flu{k:03d}", "base_id": base["id"], "base": base["text"], "suffix": suffix,
+                            "text": base["text"] + suffix, "split": "test"})
+    dev_bases = load_benign("dev", "chat")
+    for k, base in enumerate(rng.sample(dev_bases, 3 * len(FLUENT_INSTRUCTIONS_DEV))):
+        suffix = " " + FLUENT_INSTRUCTIONS_DEV[k % len(FLUENT_INSTRUCTIONS_DEV)]
+        fluent_rows.append({"id": f"fludev{k:02d}", "base_id": base.id, "base": base.text, "suffix": suffix,
+                            "text": base.text + suffix, "split": "dev"})
     write("attacks_fluent.jsonl", fluent_rows)
+    harmful_rows = []
+    for k, (behaviour, _) in enumerate(HARMFUL_BEHAVIOURS):
+        base = behaviour + "."
+        suffix, n = random_suffix(rng, pool, tokenizer)
+        harmful_rows.append({"id": f"rndh{k:02d}", "base_id": f"harm{k:02d}", "base": base, "suffix": suffix,
+                             "text": base + suffix, "suffix_tokens": n, "split": attack_split("harmful", behaviour)})
+    write("attacks_random_harmful.jsonl", harmful_rows)
+    jailbreak_rows = []
+    for name, template in JAILBREAK_TEMPLATES:
+        for k in rng.sample(range(len(HARMFUL_BEHAVIOURS)), 8):
+            behaviour = HARMFUL_BEHAVIOURS[k][0]
+            text = template.format(behaviour=behaviour, behaviour_lower=behaviour[0].lower() + behaviour[1:])
+            jailbreak_rows.append({"id": f"jb_{name}_{k:02d}", "base_id": f"harm{k:02d}", "base": "", "suffix": text,
+                                   "text": text, "template": name, "split": attack_split("jailbreak", name)})
+    write("attacks_jailbreak.jsonl", jailbreak_rows)
     return 0
 
 

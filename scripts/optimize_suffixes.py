@@ -39,7 +39,9 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -176,6 +178,40 @@ def search(s: SuffixSearch, length: int, steps: int, candidates: int, topk: int,
     }
 
 
+def parse_search_options(parser: argparse.ArgumentParser, argv: list[str] | None, *, steps: int) -> argparse.Namespace:
+    """Add the options every suffix search shares, parse, and set torch's threads and seed."""
+    parser.add_argument("--length", type=int, default=16, help="suffix length in tokens")
+    parser.add_argument("--steps", type=int, default=steps, help="coordinate steps per suffix at most")
+    parser.add_argument("--candidates", type=int, default=32, help="candidate swaps evaluated per step")
+    parser.add_argument("--topk", type=int, default=32, help="replacement tokens per position, from the gradient")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows already in --out (same items, in order) and search only the rest")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    return args
+
+
+def write_resumable(out: Path, items: list, kept: list[dict], run_one: Callable[[int, Any], dict],
+                    describe: Callable[[dict], str]) -> None:
+    """Write the ``kept`` rows of an earlier run, then ``run_one(k, item)`` for every other item,
+    one JSON row per line, flushed as soon as it is found (an interrupted run loses at most one)."""
+    started = time.perf_counter()
+    with open(out, "w", encoding="utf-8") as f:
+        for row in kept:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for k, item in enumerate(items):
+            if k < len(kept):
+                continue
+            row = run_one(k, item)
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            print(f"[{k + 1}/{len(items)}] {describe(row)}", flush=True)
+    print(f"wrote {out} in {time.perf_counter() - started:.0f} s")
+
+
 def _resumable_rows(path: Path, bases: list) -> list[dict]:
     """The rows of an earlier (interrupted) run at ``path`` that match ``bases`` in order."""
     if not path.exists():
@@ -193,19 +229,9 @@ def _resumable_rows(path: Path, bases: list) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=24, help="number of suffixes (one per base request)")
-    parser.add_argument("--length", type=int, default=16, help="suffix length in tokens")
-    parser.add_argument("--steps", type=int, default=25, help="coordinate steps per suffix at most")
-    parser.add_argument("--candidates", type=int, default=32, help="candidate swaps evaluated per step")
-    parser.add_argument("--topk", type=int, default=32, help="replacement tokens per position, from the gradient")
     parser.add_argument("--stop-prob", type=float, default=0.5, help="stop once P(affirmative opener) reaches this")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the rows already in --out (same bases, in order) and search only the rest")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    args = parse_search_options(parser, argv, steps=25)
 
     model, tokenizer = load("smollm2", progress=False)
     model.requires_grad_(False)
@@ -219,26 +245,21 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in {"out", "n", "resume"}}
     kept = _resumable_rows(args.out, bases) if args.resume else []
-    started = time.perf_counter()
-    with open(args.out, "w", encoding="utf-8") as f:
-        for row in kept:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        for k, base in enumerate(bases):
-            if k < len(kept):
-                continue
-            rng = random.Random(f"{args.seed}:{k}")  # one stream per suffix: resuming changes nothing
-            s = SuffixSearch(model, tokenizer, gap, base.text, allowed)
-            result = search(s, args.length, args.steps, args.candidates, args.topk, args.stop_prob, rng)
-            row = {"id": f"opt{k:02d}", "base_id": base.id, "base": base.text, "suffix": result["suffix"],
-                   "text": base.text + result["suffix"], **{k2: v for k2, v in result.items() if k2 != "suffix"},
-                   "settings": settings}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            print(f"[{k + 1}/{len(bases)}] {result['seconds']:.0f}s steps {result['steps']}: "
-                  f"log P(affirm) {result['affirmation_logprob_initial']:.2f} -> {result['affirmation_logprob']:.2f}, "
-                  f"gap {result['refusal_gap_initial']:.2f} -> {result['refusal_gap']:.2f}, first {result['first_token']!r}: "
-                  f"{base.text!r} + {result['suffix']!r}", flush=True)
-    print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
+
+    def run_one(k: int, base) -> dict:
+        rng = random.Random(f"{args.seed}:{k}")  # one stream per suffix: resuming changes nothing
+        result = search(SuffixSearch(model, tokenizer, gap, base.text, allowed), args.length, args.steps,
+                        args.candidates, args.topk, args.stop_prob, rng)
+        return {"id": f"opt{k:02d}", "base_id": base.id, "base": base.text, "suffix": result["suffix"],
+                "text": base.text + result["suffix"], **{k2: v for k2, v in result.items() if k2 != "suffix"},
+                "settings": settings}
+
+    def describe(row: dict) -> str:
+        return (f"{row['seconds']:.0f}s steps {row['steps']}: log P(affirm) {row['affirmation_logprob_initial']:.2f} -> "
+                f"{row['affirmation_logprob']:.2f}, gap {row['refusal_gap_initial']:.2f} -> {row['refusal_gap']:.2f}, "
+                f"first {row['first_token']!r}: {row['base']!r} + {row['suffix']!r}")
+
+    write_resumable(args.out, bases, kept, run_one, describe)
     return 0
 
 

@@ -18,7 +18,18 @@ from hypothesis import strategies as st
 
 from logit_processors.detection import Detector
 from logit_processors.detection.baselines import PerplexityFilter, WindowedPerplexityFilter, window_means
-from logit_processors.detection.datasets import ATTACK_SETS, load_attacks, load_benign
+from logit_processors.detection.datasets import (
+    ATTACK_SETS,
+    BENIGN_FILES,
+    CATEGORIES,
+    SPLIT_SHARES,
+    SPLITS,
+    data_path,
+    load_attacks,
+    load_benign,
+    read_prompts,
+    split_of,
+)
 from logit_processors.detection.detector import (
     DEFAULT_WEIGHTS,
     POSITION_BUCKETS,
@@ -36,17 +47,26 @@ from logit_processors.runtime.prompts import EncodedPrompt
 # Synthetic prompts
 
 
-def synthetic(n: int, generator: torch.Generator, planted: tuple[int, int] | None = None) -> PromptStats:
-    """A prompt of ``n`` user tokens (after 3 template tokens) with random benign-like statistics,
-    and anomalous ones on ``planted`` (indices into the user tokens)."""
-    surprisal = (2.0 + 1.5 * torch.randn(n, generator=generator)).abs()
+def synthetic(n: int, generator: torch.Generator, planted: tuple[int, int] | None = None,
+              hidden_shift: float = 0.0) -> PromptStats:
+    """A prompt of ``n`` user tokens (after 3 template tokens) with random benign-like statistics
+    (surprisal drawn around the entropy with the varentropy's spread, as for text the model
+    predicts well), anomalous ones on ``planted`` (indices into the user tokens), and an
+    8-dimensional hidden state ~ N(hidden_shift, 1)."""
     entropy = (2.5 + 1.0 * torch.randn(n, generator=generator)).abs()
-    rank = torch.poisson(surprisal, generator=generator).long()
+    varentropy = (2.0 + 0.7 * torch.randn(n, generator=generator)).abs()
+    surprisal = (entropy + varentropy.sqrt() * torch.randn(n, generator=generator)).abs()
     if planted is not None:
         a, b = planted
         surprisal[a:b] = 13.0 + 2.0 * torch.randn(b - a, generator=generator)
         entropy[a:b] = 6.0 + torch.randn(b - a, generator=generator).abs()
-        rank[a:b] = 5000
+    rank = torch.poisson(surprisal, generator=generator).long()
+    if planted is not None:
+        rank[planted[0] : planted[1]] = 5000
+    p = torch.exp(-surprisal)
+    mass_above = torch.rand(n, generator=generator) * (1 - p)
+    if planted is not None:
+        mass_above[planted[0] : planted[1]] = 1 - p[planted[0] : planted[1]] - 1e-4
     chosen_gap = (surprisal - 1.0).clamp_min(0.0)
     top_gap = torch.rand(n, generator=generator) * 2
     stats = GapStats(top_gap, chosen_gap, surprisal, entropy, rank, torch.zeros(n, 5, dtype=torch.long),
@@ -54,7 +74,8 @@ def synthetic(n: int, generator: torch.Generator, planted: tuple[int, int] | Non
     ids = tuple(range(n + 3))
     encoded = EncodedPrompt(ids, (3, n + 3), text="x" * (n + 3), content="x" * n, content_char=3,
                             offsets=tuple((i, i + 1) for i in range(n + 3)))
-    return PromptStats(encoded, torch.arange(3, n + 3), stats)
+    hidden = torch.randn(8, generator=generator) + hidden_shift
+    return PromptStats(encoded, torch.arange(3, n + 3), stats, None, varentropy, mass_above, hidden)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +86,19 @@ def benign_fit():
 
 @pytest.fixture(scope="module")
 def detector(benign_fit):
-    return Detector(refusal=None).fit_stats(benign_fit)
+    return Detector(refusal=None, probe=False).fit_stats(benign_fit)
+
+
+@pytest.fixture(scope="module")
+def fluent_fit():
+    """Fluent attacks: benign-looking tokens, a hidden state shifted by 2 in every coordinate."""
+    g = torch.Generator().manual_seed(7)
+    return [synthetic(int(torch.randint(5, 40, (1,), generator=g)), g, hidden_shift=2.0) for _ in range(60)]
+
+
+@pytest.fixture(scope="module")
+def two_channels(benign_fit, fluent_fit):
+    return Detector(refusal=None, probe_layer=0).fit_stats(benign_fit, fluent_fit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,6 +193,38 @@ def test_a_single_wild_token_is_not_enough(detector):
     assert not detector.score_stats(stats).flagged  # clipped: one token cannot decide alone
 
 
+def test_the_probe_catches_what_the_tokens_cannot(two_channels):
+    g = torch.Generator().manual_seed(8)
+    fluent = [synthetic(20, g, hidden_shift=2.0) for _ in range(50)]
+    gibberish = [synthetic(30, g, planted=(10, 25)) for _ in range(20)]
+    benign = [synthetic(int(torch.randint(5, 40, (1,), generator=g)), g) for _ in range(400)]
+    results = {name: [two_channels.score_stats(s) for s in group]
+               for name, group in (("fluent", fluent), ("gibberish", gibberish), ("benign", benign))}
+    assert sum(r.flagged for r in results["fluent"]) >= 45  # shift 2 in 8 dims: 5.7 sd apart
+    assert all(r.flagged for r in results["gibberish"])
+    assert sum(r.flagged for r in results["benign"]) / 400 <= 0.03  # target 1%
+    for r in results["fluent"] + results["gibberish"]:
+        assert r.score == max(r.channels.values()) and set(r.channels) == {"tokens", "probe"}
+    # The fluent prompts are caught by the probe, the gibberish by the tokens.
+    assert all(r.channels["probe"] > r.channels["tokens"] for r in results["fluent"] if r.flagged)
+    assert all(r.channels["tokens"] > two_channels.threshold for r in results["gibberish"])
+
+
+def test_the_probe_threshold_comes_from_out_of_fold_scores(benign_fit, fluent_fit, two_channels):
+    # In-sample probe scores of the benign fit prompts are lower than what a new benign prompt
+    # scores; the threshold uses cross-fitted ones, so the fit scores are not the in-sample ones.
+    in_sample = two_channels.probe(torch.stack([s.hidden for s in benign_fit]).double())
+    center, scale = two_channels.units["probe"]
+    assert two_channels.fit_scores != torch.maximum(
+        (in_sample - center) / scale, torch.tensor([two_channels._token_channel(s)[0] for s in benign_fit])).tolist()
+    with pytest.raises(ValueError, match="attack statistics"):
+        Detector(refusal=None, probe_layer=0).fit_stats(benign_fit)
+    no_hidden = synthetic(10, torch.Generator().manual_seed(9))
+    no_hidden.hidden = None
+    with pytest.raises(ValueError, match="hidden state"):
+        two_channels.score_stats(no_hidden)
+
+
 def test_detector_options_are_validated():
     with pytest.raises(ValueError, match="weights"):
         Detector(weights={"perplexity": 1.0})
@@ -171,28 +236,44 @@ def test_detector_options_are_validated():
         Detector(clip=0)
     with pytest.raises(ValueError, match="drift"):
         Detector(drift=math.nan)
+    with pytest.raises(ValueError, match="probe_layer"):
+        Detector()  # the middle layer comes from the model; without one, say which
+    with pytest.raises(ValueError, match="probe_layer"):
+        Detector(probe_layer=-1)
+    with pytest.raises(ValueError, match="probe_l2"):
+        Detector(probe_layer=1, probe_l2=0)
+    with pytest.raises(ValueError, match="refusal_feature"):
+        Detector(probe=False, refusal_feature=True, refusal=None)
     assert set(DEFAULT_WEIGHTS) <= set(FEATURES)
 
 
 def test_unfitted_detector_and_too_few_prompts(benign_fit):
     with pytest.raises(ValueError, match="not fitted"):
-        Detector(refusal=None).score_stats(benign_fit[0])
+        Detector(refusal=None, probe=False).score_stats(benign_fit[0])
     with pytest.raises(ValueError, match="at least 99 prompts"):
-        Detector(refusal=None).fit_stats(benign_fit[:20])
-    assert Detector(refusal=None, fpr=0.1).fit_stats(benign_fit[:20]).fitted  # 10% needs only 9
+        Detector(refusal=None, probe=False).fit_stats(benign_fit[:20])
+    assert Detector(refusal=None, probe=False, fpr=0.1).fit_stats(benign_fit[:20]).fitted  # 10% needs only 9
     with pytest.raises(ValueError, match="no model"):
-        Detector(refusal=None).fit_stats(benign_fit).score("hello")
+        Detector(refusal=None, probe=False).fit_stats(benign_fit).score("hello")
 
 
-def test_save_and_load_round_trip(tmp_path, detector, benign_fit):
+@pytest.mark.parametrize("which", ["detector", "two_channels"])
+def test_save_and_load_round_trip(tmp_path, request, which):
+    detector = request.getfixturevalue(which)
     path = detector.save(tmp_path / "detector.json")
     data = json.loads(path.read_text())
     assert data["format"] == "logit_processors.detection.Detector" and data["model"] is None
     loaded = Detector.load(path, None, None)
-    stats = synthetic(30, torch.Generator().manual_seed(3), planted=(10, 20))
-    a, b = detector.score_stats(stats), loaded.score_stats(stats)
-    assert (a.score, a.threshold, a.flagged, a.span) == (b.score, b.threshold, b.flagged, b.span)
+    for stats in (synthetic(30, torch.Generator().manual_seed(3), planted=(10, 20)),
+                  synthetic(30, torch.Generator().manual_seed(4), hidden_shift=2.0)):
+        a, b = detector.score_stats(stats), loaded.score_stats(stats)
+        assert (a.score, a.threshold, a.flagged, a.span, a.channels) == (b.score, b.threshold, b.flagged, b.span,
+                                                                          b.channels)
     assert loaded.fit_scores == detector.fit_scores
+    data["version"] = 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="refit"):
+        Detector.load(path, None, None)
 
 
 def test_load_refuses_other_files(tmp_path):
@@ -253,39 +334,108 @@ def test_auroc_and_tpr_at_fpr():
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
 
 
-def test_targets_compare_the_detector_with_the_windowed_filter():
-    def row(s, m, a, t):
-        return Row(s, m, 10, 10, a, t, t, 0.0, 1.0, 1.0)
-
-    checks = check_targets([row("random", "detector", 1.0, 1.0), row("random", "windowed perplexity", 0.9, 0.5),
-                            row("fluent", "detector", 0.7, 0.1), row("fluent", "windowed perplexity", 0.8, 0.0)])
-    verdicts = {c["target"].split(" (")[0]: c["pass"] for c in checks}
-    assert verdicts["random: detector AUROC >= 0.99"] and verdicts["random: detector TPR@1%FPR >= 0.95"]
-    assert not verdicts["fluent: detector AUROC >= windowed perplexity"]
-    assert verdicts["fluent: detector TPR@1%FPR >= windowed perplexity"]
+def test_targets_per_benign_category_and_attack_set():
+    rows = [Row("benign", "code", "detector", 100, fpr_threshold=0.01),
+            Row("benign", "document", "detector", 100, fpr_threshold=0.03),
+            Row("attack", "random", "detector", 10, auroc=1.0, auroc_worst=0.995, tpr_threshold=0.96),
+            Row("attack", "random", "windowed perplexity", 10, auroc=0.99),
+            Row("attack", "fluent", "detector", 10, auroc=0.9, tpr_at_fpr_worst=0.5),
+            Row("attack", "fluent", "windowed perplexity", 10, auroc=0.95)]
+    verdicts = {c["target"].split(" (")[0]: c["pass"] for c in check_targets(rows)}
+    assert verdicts["benign code: detector FPR at its threshold <= 0.02"]
+    assert not verdicts["benign document: detector FPR at its threshold <= 0.02"]
+    assert verdicts["random: detector AUROC"] and verdicts["random: detector TPR at its threshold >= 0.95"]
+    assert verdicts["random: detector AUROC >= windowed perplexity"]
+    assert not verdicts["fluent: detector TPR@1%FPR"] and not verdicts["fluent: detector AUROC >= windowed perplexity"]
 
 
 # --------------------------------------------------------------------------------------------
 # The shipped data
 
 
-def test_benign_splits_are_large_varied_and_disjoint():
-    fit, held_out = load_benign("fit"), load_benign("eval")
-    assert len(fit) >= 200 and len(held_out) >= 200
-    assert not {p.text for p in fit} & {p.text for p in held_out}
-    assert len({p.style for p in held_out}) >= 10
-    lengths = sorted(len(p.text) for p in held_out)
-    assert lengths[0] < 10 and lengths[-1] > 200
+def test_every_benign_category_has_every_split():
+    rows = load_benign()
+    for category in CATEGORIES:
+        mine = [p for p in rows if p.category == category]
+        counts = {split: sum(p.split == split for p in mine) for split in SPLITS}
+        assert counts["fit"] >= 80 and counts["dev"] >= 25 and counts["test"] >= 80, (category, counts)
+    assert load_benign("test", "code") == [p for p in rows if p.split == "test" and p.category == "code"]
     with pytest.raises(ValueError, match="split"):
-        load_benign("train")
+        load_benign("eval")
+    with pytest.raises(ValueError, match="category"):
+        load_benign(category="emails")
+
+
+def test_the_split_rule_holds_on_the_stored_rows():
+    # Every stored row's split is split_of(category, key); the only exception: the chat requests
+    # the attack sets extend, which are all held out.
+    for category, name in BENIGN_FILES.items():
+        with data_path(name).open(encoding="utf-8") as f:
+            for row in map(json.loads, f):
+                expected = "test" if row.get("attack_base") else split_of(category, row["key"])
+                assert row["split"] == expected, row["id"]
+    # The rule itself: deterministic, the shares of SPLIT_SHARES, independent of other rows.
+    keys = [f"k{i}" for i in range(20000)]
+    shares = {s: sum(split_of("x", k) == s for k in keys) / len(keys) for s in SPLITS}
+    for split, share in SPLIT_SHARES.items():
+        assert abs(shares[split] - share) < 0.015  # binomial sd at n=20,000: <= 0.0035
+    assert split_of("x", "k1") == split_of("x", "k1") and split_of("y", "k1") in SPLITS
+
+
+def test_material_never_crosses_splits():
+    # Rows that share material share a key, so a snippet, a first turn or a text is in one split.
+    rows = load_benign()
+    by_text: dict[str, set[str]] = {}
+    for p in rows:
+        if p.category != "multiturn":
+            by_text.setdefault(p.text, set()).add(p.split)
+    by_first_turn: dict[str, set[str]] = {}
+    for p in rows:
+        if p.messages:
+            by_first_turn.setdefault(p.messages[0]["content"], set()).add(p.split)
+    assert all(len(s) == 1 for s in by_text.values()) and all(len(s) == 1 for s in by_first_turn.values())
+
+
+def test_benign_traffic_covers_the_issue():
+    rows = load_benign()
+    kinds = lambda category: {p.kind for p in rows if p.category == category}  # noqa: E731
+    assert {"python", "c", "javascript"} <= kinds("code")
+    assert len(kinds("multilingual")) >= 8
+    scripts = {"Latin": "é", "Cyrillic": "д", "Greek": "α", "Han": "的", "Arabic": "ا"}
+    text = "".join(p.text for p in rows if p.category == "multilingual")
+    assert all(letter in text for letter in scripts.values())
+    assert {"markdown", "log", "json", "changelog"} <= kinds("document")
+    documents = [p for p in rows if p.category == "document"]
+    assert all(500 <= len(p.text) <= 4400 for p in documents)  # a 500-4,000 character document + a question
+    chats = [p for p in rows if p.category == "multiturn"]
+    assert all(len(p.messages) >= 3 and p.messages[-1]["role"] == "user" for p in chats)
+    assert chats[0].prompt == [dict(m) for m in chats[0].messages] and rows[0].prompt == rows[0].text
 
 
 @pytest.mark.parametrize("name", sorted(ATTACK_SETS))
 def test_attack_sets_extend_held_out_requests(name):
     attacks = load_attacks(name)
-    held_out = {p.id: p.text for p in load_benign("eval")}
-    assert len(attacks) >= 20
+    held_out = {p.id: p.text for p in load_benign("test", "chat")}
+    dev = {p.id: p.text for p in load_benign("dev", "chat")}
+    assert len(load_attacks(name, "test")) >= 8
     for a in attacks:
-        assert held_out[a.base_id] == a.base and a.text == a.base + a.suffix and a.suffix.strip()
+        assert a.text == a.base + a.suffix and a.suffix.strip() and a.split in ("dev", "test")
+        if a.base_id.startswith("b"):  # a chat request: held out for test rows, dev for dev rows
+            assert (held_out if a.split == "test" else dev)[a.base_id] == a.base
     with pytest.raises(ValueError, match="attack set"):
         load_attacks("gcg")
+    with pytest.raises(ValueError, match="split"):
+        load_attacks(name, "fit")
+
+
+def test_read_prompts(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('"a"\n\n{"text": "b"}\n{"messages": [{"role": "user", "content": "c"}]}\n', encoding="utf-8")
+    assert read_prompts(path) == ["a", "b", [{"role": "user", "content": "c"}]]
+    plain = tmp_path / "mine.txt"
+    plain.write_text("one\n\ntwo {not json}\n", encoding="utf-8")
+    assert read_prompts(plain) == ["one", "two {not json}"]
+    for bad, match in (('{"text": ""}', "line 1"), ("[1, 2]", "line 1"), ("{oops", "not JSON"), ("", "no prompt")):
+        path.write_text(bad + "\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=match):
+            read_prompts(path)

@@ -25,8 +25,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..detection.datasets import DETECTOR_FILES, default_detector, load_benign
-from ..detection.detector import Detector
+from ..detection.datasets import DETECTOR_FILES, load_benign, read_prompts
+from ..detection.detector import DEFAULT_FPR, Detector, default_detector
 from ..detection.evaluation import evaluate
 from ..detection.guard import POLICIES, GuardTriggered, guarded_generate
 from ..report.detection import detection_html, highlighted_prompt, token_table, verdict_text
@@ -46,8 +46,8 @@ def add_commands(commands, model_options: argparse.ArgumentParser) -> None:
                     "threshold at 1%% false-positive rate. Prints the score, the decision and the suspicious span.",
     )
     detect.add_argument("prompt", metavar="PROMPT", help="the prompt ('-' reads it from stdin)")
-    detect.add_argument("--detector", type=Path, metavar="FILE",
-                        help="a saved detector (default: the one shipped for smollm2; other models: fitted now)")
+    add_detector_options(detect)
+    detect.add_argument("--save-detector", type=Path, metavar="FILE", help="save the detector used (e.g. after --fit)")
     detect.add_argument("--tokens", action="store_true", help="also print a per-token table (score x_t, CUSUM)")
     detect.add_argument("--html", type=Path, metavar="FILE", help="write an HTML page: token heatmap, span, CUSUM")
     detect.set_defaults(run=run_detect)
@@ -55,9 +55,11 @@ def add_commands(commands, model_options: argparse.ArgumentParser) -> None:
     evaluate = commands.add_parser(
         "detect-eval", parents=[model_options], help="evaluate attack detection against perplexity baselines",
         description="Fit the detector and the whole-prompt and windowed perplexity filters on the bundled benign fit "
-                    "prompts (1%% FPR), then report AUROC, TPR@1%%FPR, FPR at the fitted threshold and span "
-                    "localization on held-out benign prompts and three attack sets (random-token suffixes, "
-                    "optimized suffixes, fluent appended instructions), in one table.",
+                    "prompts of every category (1%% FPR), then report, in one table, the FPR at the fitted threshold "
+                    "on each held-out benign category (short chat, code, other languages, long documents, "
+                    "multi-turn chats) and AUROC, TPR@1%%FPR and TPR at the fitted threshold on each attack set "
+                    "(random and optimized suffixes on benign and harmful requests, fluent instructions, "
+                    "jailbreak templates, adaptive suffixes), with the cost per 1,000 prompt tokens.",
     )
     evaluate.add_argument("--limit", type=int, default=None, metavar="N",
                           help="use only the first N prompts of each set (a quick run; raise --fpr to match)")
@@ -69,20 +71,60 @@ def add_commands(commands, model_options: argparse.ArgumentParser) -> None:
     evaluate.set_defaults(run=run_detect_eval)
 
 
+def add_detector_options(parser: argparse.ArgumentParser) -> None:
+    """``--detector FILE`` or ``--fit FILE`` (with ``--fpr``): which detector scores the prompt."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--detector", type=Path, metavar="FILE",
+                       help="a saved detector (default: the one shipped for smollm2; other models: fitted now)")
+    which.add_argument("--fit", type=Path, metavar="FILE",
+                       help="fit the detector on your own benign prompts first: a .jsonl file (a JSON string, or "
+                            "an object with 'text' or 'messages', per line) or a text file (one prompt per line)")
+    parser.add_argument("--fpr", type=float, default=None, metavar="RATE",
+                        help="target false-positive rate of a detector fitted with --fit (default: 0.01)")
+
+
 def add_guard_options(generate: argparse.ArgumentParser) -> None:
-    """``--guard POLICY`` and ``--detector FILE`` for ``generate``."""
+    """``--guard POLICY`` and the detector options (:func:`add_detector_options`) for ``generate``."""
     generate.add_argument("--guard", choices=POLICIES, default=None, metavar="POLICY",
                           help=f"score the prompt in the same forward pass and apply a policy to a flagged one: "
                                f"{', '.join(POLICIES)} (record: report only; stop: end the reply at once)")
-    generate.add_argument("--detector", type=Path, metavar="FILE", help="the detector for --guard (see detect)")
+    add_detector_options(generate)
 
 
 # --------------------------------------------------------------------------------------------
 # Shared
 
 
+def check_detector_options(args) -> None:
+    """Fail before loading a model on a bad ``--fpr``, an unreadable ``--fit`` file, or detector
+    options given to ``generate`` without ``--guard``."""
+    if getattr(args, "guard", "") is None:
+        given = [flag for flag in ("detector", "fit", "fpr") if getattr(args, flag) is not None]
+        if given:
+            raise fail(f"argument --{given[0]}: only used with --guard POLICY")
+        return
+    if args.fpr is not None:
+        if args.fit is None:
+            raise fail("argument --fpr: only applies to a detector fitted with --fit FILE")
+        if not 0 < args.fpr < 1:
+            raise fail(f"argument --fpr: expected a rate strictly between 0 and 1; got {args.fpr}")
+    if args.fit is not None:
+        try:
+            args.fit_prompts = read_prompts(args.fit)
+        except (OSError, ValueError) as error:
+            raise fail(f"argument --fit: {one_line(error)}") from error
+
+
 def load_detector(args, loaded):
-    """``--detector FILE``, the shipped detector of a named model, or one fitted now."""
+    """``--fit FILE`` (fitted now), ``--detector FILE``, the shipped detector of a named model, or
+    one fitted now on the bundled benign prompts."""
+    if getattr(args, "fit", None) is not None:
+        prompts = getattr(args, "fit_prompts", None) or read_prompts(args.fit)
+        print(f"{PROG}: fitting the detector on {len(prompts)} prompts from {args.fit} ...", file=sys.stderr)
+        try:
+            return Detector.fit(loaded.model, loaded.tokenizer, prompts, fpr=args.fpr or DEFAULT_FPR)
+        except ValueError as error:  # too few prompts for the FPR, a prompt longer than the context
+            raise fail(f"--fit: {one_line(error)}") from error
     try:
         if getattr(args, "detector", None) is not None:
             return Detector.load(args.detector, loaded.model, loaded.tokenizer)
@@ -93,7 +135,7 @@ def load_detector(args, loaded):
         raise fail(f"--detector: {one_line(error)}") from error
     print(f"{PROG}: note: no detector ships for {args.model!r}; fitting one on the bundled benign prompts "
           "(save one with 'detect-eval --save-detector FILE' and pass --detector next time)", file=sys.stderr)
-    return Detector.fit(loaded.model, loaded.tokenizer, [p.text for p in load_benign("fit")])
+    return Detector.fit(loaded.model, loaded.tokenizer, [p.prompt for p in load_benign("fit")])
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,8 +144,13 @@ def load_detector(args, loaded):
 
 def run_detect(args) -> int:
     check_parent(args.html, "--html")
+    check_parent(args.save_detector, "--save-detector")
+    check_detector_options(args)
     loaded = load_model(args)
     detector = load_detector(args, loaded)
+    if args.save_detector:
+        detector.save(Path(args.save_detector).expanduser())
+        wrote(args.save_detector)
     prompt = read_text(args.prompt)
     try:
         result = detector.score(prompt)
@@ -138,7 +185,10 @@ def run_detect_eval(args) -> int:
         raise fail(one_line(error)) from error
     out = console()
     out.print(report.table())
-    out.print("Targets (issue 6):")
+    out.print("Cost:")
+    for line in report.timing_lines():
+        out.print("  " + line)
+    out.print("Targets:")
     for t in report.targets:
         out.print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: measured {t['measured']:.3f}")
     out.print(f"({report.meta['seconds']:.0f} s; detector {report.meta['detector']})")

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     sampling_processors(args)  # bad values fail before the model loads
     ensemble.check_flags(args)
     calibrate.check_flags(args)  # reads --calibration FILE
+    detect.check_detector_options(args)  # reads --fit FILE
     check_outputs(args)
     note_greedy(args)
     loaded = load_model(args)

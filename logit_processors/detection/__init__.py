@@ -14,8 +14,8 @@ The room, bottom up:
 """
 
 from .baselines import PerplexityFilter, WindowedPerplexityFilter
-from .datasets import default_detector, load_attacks, load_benign
-from .detector import DetectionResult, Detector
+from .datasets import load_attacks, load_benign, read_prompts
+from .detector import DetectionResult, Detector, default_detector
 from .guard import GapGuard, GuardTriggered, SuspiciousPromptWarning, guarded_generate
 from .prompt_stats import PromptStats, prompt_stats
 from .refusal_gap import RefusalGap
@@ -34,5 +34,6 @@ __all__ = [
     "guarded_generate",
     "load_attacks",
     "load_benign",
+    "read_prompts",
     "prompt_stats",
 ]

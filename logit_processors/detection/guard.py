@@ -4,7 +4,9 @@ Scoring a prompt needs the logits at every prompt position; generating needs the
 the prompt. One forward pass gives both, so :func:`guarded_generate` runs the model **once** over
 the prompt (all but its last token, keeping the cache and the logits), scores it with a fitted
 :class:`~logit_processors.detection.Detector`, then hands the cache to ``generate()``, which
-only has the last prompt token left to process: no second prefill. The guard then sits in
+only has the last prompt token left to process: no second prefill (the detector's probe reads
+the hidden state at that last token, so it is run once more on a copy of the cache: one token of
+work). The guard then sits in
 ``logits_processor`` and, at the first decoding step, also measures the refusal-affirmation gap
 (:mod:`logit_processors.detection.refusal_gap`) of the model's own next-token scores.
 
@@ -43,6 +45,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -318,6 +321,16 @@ def guarded_generate(
     with torch.inference_mode():
         prefill = model(input_ids=ids[:, :-1], use_cache=True, **keep)  # the only pass over the prompt
         stats = stats_from_logits(encoded, prefill.logits[0], first if keep else 0)
+        if detector.probe_enabled:
+            # The probe reads the hidden state at the prompt's last token, which generate() only
+            # computes at its first step: that one token once more, on a copy of the cache, through
+            # the transformer without its LM head (unless the probe also reads the refusal gap).
+            runner = model if detector.refusal_feature else model.base_model
+            last = runner(input_ids=ids[:, -1:], use_cache=True, output_hidden_states=True,
+                          **{kwarg: copy.deepcopy(output_cache(prefill))})
+            stats.hidden = last.hidden_states[detector.probe_layer][0, -1].float().cpu()
+            if detector.refusal_feature:
+                stats.next_logits = last.logits[0, -1].float().cpu()
     result = detector.score_stats(stats)
     guard.begin([result], ids)
     processors = LogitsProcessorList([guard, *(logits_processor or [])])

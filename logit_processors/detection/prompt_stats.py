@@ -29,17 +29,19 @@ Example:
     >>> stats.tokens(tokenizer), len(stats.surprisal)   # every token that something predicts
     ([' with', ' statement'], 2)
     >>> stats.features().shape                          # one column per FEATURES entry
-    torch.Size([2, 6])
+    torch.Size([2, 8])
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from .. import numerics
 from ..gaps.stats import GapStats, gap_stats
 from ..gaps.trace import TokenDecoder, Trace, sequence_trace
 from ..runtime.model_inputs import cache_kwarg, check_length, model_device, output_cache
@@ -47,7 +49,15 @@ from ..runtime.prompts import EncodedPrompt, Message, encode_prompt
 from ..validate import positive_int
 
 #: Per-token features a detector can use, in column order of :meth:`PromptStats.features`.
-FEATURES: tuple[str, ...] = ("surprisal", "excess_surprisal", "log_rank", "chosen_gap", "entropy", "top_gap")
+FEATURES: tuple[str, ...] = ("surprisal", "excess_surprisal", "log_rank", "chosen_gap", "entropy", "top_gap",
+                             "standardized_surprisal", "pit_score")
+#: nats^2 added to the varentropy before dividing by its square root: the model's own spread
+#: of surprisal is floored at 0.5 nats, so that a token after a near-certain prediction (spread
+#: ~0) gets a large but finite z-score.
+VARENTROPY_FLOOR = 0.25
+#: Prompts scored together are capped at this many tokens (batch rows x longest row): the
+#: logits of a batch are [rows, length, V] floats, 800 MB at 4,096 x 49,152.
+MAX_BATCH_TOKENS = 4096
 
 
 
@@ -61,12 +71,18 @@ class PromptStats:
 
     ``positions`` are the scored tokens' indices in ``encoded.input_ids``. ``next_logits`` is
     the distribution after the whole prompt (the first decoding step), kept when asked for.
+    ``varentropy`` and ``mass_above``: see :func:`calibration_stats`. ``hidden``: the hidden
+    state of one layer at the prompt's last token (``[d]``), kept when asked for (the
+    detector's probe reads it).
     """
 
     encoded: EncodedPrompt
     positions: torch.Tensor
     stats: GapStats
     next_logits: torch.Tensor | None = field(default=None, repr=False)
+    varentropy: torch.Tensor | None = field(default=None, repr=False)
+    mass_above: torch.Tensor | None = field(default=None, repr=False)
+    hidden: torch.Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.positions.shape[0])
@@ -86,10 +102,25 @@ class PromptStats:
         0 (``E[-log p(x)] = H``), so it measures how much more surprising a token was than the
         model expected *at that point*: a rare word after an open question is fine, the same
         surprisal after a predictable context is not. ``log_rank = log(1 + rank)``.
+
+        The last two are invariant to how predictable the content is (code, another language, a
+        log file): ``standardized_surprisal = (surprisal - entropy) / sqrt(varentropy + 0.25)``
+        is the token's z-score under the model's own distribution (mean 0, variance about 1 for
+        text the model predicts as well as it thinks it does, whatever its entropy);
+        ``pit_score = Phi^-1(mass_above + p / 2)`` maps the probability integral transform (the
+        model's probability of a more likely token, plus half the token's own) to a normal
+        score: N(0, 1) for well-predicted text of any kind, large for a token the model ranks
+        far down. Both need :attr:`varentropy` and :attr:`mass_above` (``nan`` without them).
         """
         s = self.stats
+        nan = torch.full_like(s.surprisal, math.nan)
+        varentropy = self.varentropy if self.varentropy is not None else nan
+        mass_above = self.mass_above if self.mass_above is not None else nan
+        excess = s.surprisal - s.entropy
+        pit = (mass_above + 0.5 * torch.exp(-s.surprisal)).clamp(1e-6, 1 - 1e-6)
         return torch.stack(
-            [s.surprisal, s.surprisal - s.entropy, torch.log1p(s.rank.float()), s.chosen_gap, s.entropy, s.top_gap],
+            [s.surprisal, excess, torch.log1p(s.rank.float()), s.chosen_gap, s.entropy, s.top_gap,
+             excess / torch.sqrt(varentropy + VARENTROPY_FLOOR), torch.special.ndtri(pit.double()).float()],
             dim=-1,
         ).float()
 
@@ -114,11 +145,15 @@ def prompt_stats(
     batch_size: int = 16,
     keep_next_logits: bool = False,
     top_k: int = 5,
+    hidden_layer: int | None = None,
 ) -> list[PromptStats]:
     """One forward pass per batch over ``prompts``; the statistics of each prompt's scored tokens.
 
-    Prompts are sorted by length into batches (less padding) and the result is returned in the
-    input order. Raises ``ValueError`` for an empty prompt or one longer than the model's context.
+    Prompts are sorted by length into batches of at most ``batch_size`` prompts and
+    :data:`MAX_BATCH_TOKENS` tokens (less padding, bounded memory) and the result is returned in
+    the input order. ``hidden_layer``: also keep that layer's hidden state at each prompt's last
+    token (``hidden_states[hidden_layer]`` of the model's output; 0 is the embeddings). Raises
+    ``ValueError`` for an empty prompt or one longer than the model's context.
     """
     batch_size = positive_int("batch_size", batch_size)
     encoded = [p if isinstance(p, EncodedPrompt) else encode_prompt(tokenizer, p, chat_template=chat_template)
@@ -127,12 +162,50 @@ def prompt_stats(
         check_length(model, len(e))
     runner = _PrefixRunner(model)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    batches: list[list[int]] = [[]]
+    for i in order:  # sorted by length: the newest prompt is the batch's longest
+        if batches[-1] and (len(batches[-1]) == batch_size or (len(batches[-1]) + 1) * len(encoded[i]) > MAX_BATCH_TOKENS):
+            batches.append([])
+        batches[-1].append(i)
     results: list[PromptStats | None] = [None] * len(encoded)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        for i, stats in zip(chunk, runner.run([encoded[i] for i in chunk], keep_next_logits, top_k), strict=True):
+    for chunk in batches if order else []:
+        batch = [encoded[i] for i in chunk]
+        for i, stats in zip(chunk, runner.run(batch, keep_next_logits, top_k, hidden_layer), strict=True):
             results[i] = stats
     return results  # type: ignore[return-value]
+
+
+def calibration_stats(log_probs: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(varentropy, mass_above)`` of distributions ``log_probs [..., V]`` for tokens ``chosen [...]``.
+
+    ``varentropy = Var_p[-log p] = sum p (log p + H)^2``: the variance of the surprisal of a
+    token drawn from the model itself, so ``(surprisal - entropy) / sqrt(varentropy)`` is a
+    z-score under the model's own distribution. ``mass_above = sum_{j: p_j > p_chosen} p_j``:
+    the probability of the tokens ranked above the chosen one. ``mass_above + p_chosen / 2`` is
+    the (mid-)probability integral transform: uniform on [0, 1] for text the model predicts
+    well, whatever the language or domain; near 1 for a token the model finds absurd.
+    Computed in float32 (masked entries, ``p = 0``, contribute nothing).
+
+    Example:
+        >>> import torch
+        >>> log_probs = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+        >>> v, m = calibration_stats(log_probs, torch.tensor([1]))
+        >>> round(v.item(), 4), m.item()    # Var of -log p: 0.25 * log(2)^2 ... ; mass of token 0
+        (0.1201, 0.5)
+    """
+    log_probs = log_probs.float()
+    p = log_probs.exp()
+    finite = torch.where(p > 0, log_probs, torch.zeros_like(log_probs))
+    entropy = -(p * finite).sum(-1, keepdim=True)
+    varentropy = (p * (finite + entropy).square()).sum(-1)
+    chosen_log_prob = log_probs.gather(-1, chosen.unsqueeze(-1))
+    mass_above = torch.where(log_probs > chosen_log_prob, p, torch.zeros_like(p)).sum(-1)
+    return varentropy, mass_above.clamp(0.0, 1.0)
+
+
+#: Positions per chunk when statistics are computed from the logits of a long prompt: each
+#: chunk's float32 [rows, V] temporaries stay small (256 x 49,152 x 4 bytes = 50 MB).
+STATS_CHUNK = 256
 
 
 def stats_from_logits(
@@ -142,12 +215,13 @@ def stats_from_logits(
     *,
     keep_next_logits: bool = False,
     top_k: int = 5,
+    hidden: torch.Tensor | None = None,
 ) -> PromptStats:
     """:class:`PromptStats` from the logits ``[L, V]`` a forward pass computed for positions
     ``first_position ..`` of ``encoded.input_ids`` (e.g. a prefill that generation continues).
 
     Needs the logits of positions ``scored[0] - 1 .. scored[1] - 2`` (and of the last position
-    for ``keep_next_logits``).
+    for ``keep_next_logits``). ``hidden``: the hidden state to keep (:attr:`PromptStats.hidden`).
     """
     start, end = encoded.scored
     if start - 1 < first_position or end - 1 - first_position > logits.shape[0]:
@@ -156,9 +230,18 @@ def stats_from_logits(
     positions = torch.arange(start, end)
     rows = (positions - 1 - first_position).to(logits.device)
     chosen = torch.tensor(encoded.input_ids[start:end], dtype=torch.long, device=logits.device)
-    stats = GapStats(*(f.detach().to("cpu") for f in gap_stats(logits[rows], chosen, top_k=top_k)))
+    parts = []
+    for a in range(0, len(rows), STATS_CHUNK):
+        chunk_logits, chunk_chosen = logits[rows[a : a + STATS_CHUNK]], chosen[a : a + STATS_CHUNK]
+        gap = gap_stats(chunk_logits, chunk_chosen, top_k=top_k)
+        extra = calibration_stats(numerics.log_softmax(chunk_logits), chunk_chosen)
+        parts.append([f.detach().to("cpu") for f in (*gap, *extra)])
+    columns = [torch.cat(c) for c in zip(*parts, strict=True)]
+    stats = GapStats(*columns[: len(GapStats._fields)])
+    varentropy, mass_above = columns[len(GapStats._fields):]
     last = logits[len(encoded) - 1 - first_position].float().cpu() if keep_next_logits else None
-    return PromptStats(encoded, positions, stats, last)
+    kept = hidden.detach().float().cpu() if hidden is not None else None
+    return PromptStats(encoded, positions, stats, last, varentropy, mass_above, kept)
 
 
 class _PrefixRunner:
@@ -170,7 +253,8 @@ class _PrefixRunner:
         self.cache_kwarg = cache_kwarg(model)
         self._prefix: tuple[tuple[int, ...], object] | None = None
 
-    def run(self, batch: list[EncodedPrompt], keep_next_logits: bool, top_k: int) -> list[PromptStats]:
+    def run(self, batch: list[EncodedPrompt], keep_next_logits: bool, top_k: int,
+            hidden_layer: int | None = None) -> list[PromptStats]:
         # Positions whose logits are needed: scored tokens - 1, and the last one for next_logits.
         first_needed = min(e.scored[0] for e in batch) - 1
         shared = _common_prefix_length([e.input_ids for e in batch])
@@ -188,8 +272,10 @@ class _PrefixRunner:
             kwargs[self.cache_kwarg] = self._prefix_cache(batch[0].input_ids[:prefix_len], len(batch))
             kwargs["position_ids"] = (prefix_len + torch.arange(width)).expand(len(batch), -1).to(self.device)
         with torch.inference_mode():
-            logits = self.model(**kwargs).logits  # [B, width, V]
-            return [stats_from_logits(e, logits[row], prefix_len, keep_next_logits=keep_next_logits, top_k=top_k)
+            out = self.model(**kwargs, output_hidden_states=hidden_layer is not None)
+            hidden = out.hidden_states[hidden_layer] if hidden_layer is not None else None  # [B, width, d]
+            return [stats_from_logits(e, out.logits[row], prefix_len, keep_next_logits=keep_next_logits, top_k=top_k,
+                                      hidden=hidden[row, len(e) - 1 - prefix_len] if hidden is not None else None)
                     for row, e in enumerate(batch)]
 
     def _prefix_cache(self, prefix: tuple[int, ...], rows: int):

@@ -5,8 +5,8 @@ Example:
     >>> from logit_processors.models import load_tiny_gpt2
     >>> from logit_processors.detection import Detector, load_benign
     >>> model, tokenizer = load_tiny_gpt2()
-    >>> benign = [p.text for p in load_benign("fit") if " " in p.text]   # two tokens or more
-    >>> detector = Detector.fit(model, tokenizer, benign, chat_template=False)
+    >>> benign = [p.text for p in load_benign("fit", "chat") if " " in p.text]   # two tokens or more
+    >>> detector = Detector.fit(model, tokenizer, benign, chat_template=False, probe=False)
     >>> result = detector.score("What is 2 + 2?")
     >>> str(verdict_text(result)).split()[0] in ("FLAGGED", "not")
     True
@@ -28,6 +28,8 @@ def verdict_text(result):
     text = Text()
     text.append("FLAGGED" if result.flagged else "not flagged", style="bold red" if result.flagged else "bold green")
     text.append(f"  score {result.score:.2f}  threshold {result.threshold:.2f}")
+    if result.channels:
+        text.append(" (" + ", ".join(f"{name} {value:.2f}" for name, value in result.channels.items()) + ")")
     if result.span is not None:
         text.append(f"  suspicious span: tokens {result.span[0]}-{result.span[1] - 1}")
     if result.refusal_gap is not None:
