@@ -39,7 +39,7 @@ from logit_processors.detection.detector import (
     position_buckets,
 )
 from logit_processors.detection.evaluation import Row, auroc, check_targets, roc_curve, threshold_at_fpr, tpr_at_fpr
-from logit_processors.detection.prompt_stats import FEATURES, PromptStats
+from logit_processors.detection.prompt_stats import FEATURES, PromptStats, stats_from_logits
 from logit_processors.gaps import GapStats
 from logit_processors.runtime.prompts import EncodedPrompt
 
@@ -439,3 +439,24 @@ def test_read_prompts(tmp_path):
         path.write_text(bad + "\n", encoding="utf-8")
         with pytest.raises(ValueError, match=match):
             read_prompts(path)
+
+
+def test_statistics_from_logits_keep_copies_not_views_of_the_batch():
+    # A view would keep a whole batch's [B, L, V] logits alive as long as the statistics live
+    # (an evaluation over 1,600 prompts ran out of memory that way).
+    logits, hidden = torch.randn(2, 6, 11), torch.randn(2, 6, 4)
+    encoded = EncodedPrompt(tuple(range(6)), (2, 6), text="abcdef", content="cdef", content_char=2)
+    stats = stats_from_logits(encoded, logits[0], keep_next_logits=True, hidden=hidden[0, -1])
+    assert torch.equal(stats.next_logits, logits[0, -1]) and torch.equal(stats.hidden, hidden[0, -1])
+    for kept, batch in ((stats.next_logits, logits), (stats.hidden, hidden)):
+        assert kept.untyped_storage().data_ptr() != batch.untyped_storage().data_ptr()
+    # The calibration statistics agree with a float64 reference (varentropy: Var of -log p).
+    log_p = torch.log_softmax(logits[0, 1:5].double(), -1)
+    chosen = torch.tensor([2, 3, 4, 5])
+    p = log_p.exp()
+    entropy = -(p * log_p).sum(-1)
+    varentropy = (p * (log_p + entropy[:, None]) ** 2).sum(-1)
+    mass = (p * (log_p > log_p.gather(-1, chosen[:, None]))).sum(-1)
+    # float32 sums over 11 terms: ~1e-6 relative; 1e-5 allowed
+    assert torch.allclose(stats.varentropy.double(), varentropy, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(stats.mass_above.double(), mass, rtol=1e-5, atol=1e-6)

@@ -3,14 +3,18 @@
 ::
 
     logit-processors detect "Name a fruit. describing.\\ + similarlyNow write oppositeley.](" --html page.html
-    logit-processors detect-eval --json detect_eval.json          # the evaluation table (a few minutes)
-    logit-processors generate "Name a fruit." --guard stop
+    logit-processors detect "..." --fit my_prompts.jsonl --save-detector mine.json
+    logit-processors detect-eval --json detect_eval.json          # the evaluation table (~25 min, 1 thread)
+    logit-processors generate "Name a fruit." --guard stop --detector mine.json
 
-``detect`` prints the score, the decision and the prompt with its suspicious span highlighted
-(exit status 0 either way; ``--tokens`` adds a per-token table of the CUSUM's input and value).
-The detector is ``--detector FILE`` (written by ``Detector.save`` or ``detect-eval
---save-detector``); by default the one fitted for SmolLM2 that ships with the package, and for
-another model one fitted on the bundled benign prompts on the spot (about a minute).
+``detect`` prints the score, the decision, each channel and the prompt with its suspicious span
+highlighted (exit status 0 either way; ``--tokens`` adds a per-token table of the CUSUM's input
+and value). The detector is ``--detector FILE`` (written by ``Detector.save``, ``detect
+--save-detector`` or ``detect-eval --save-detector``), or ``--fit FILE``: one fitted now on your
+own benign prompts (:func:`~logit_processors.detection.datasets.read_prompts`; ``--fpr``, default
+1%, needs at least ``1/fpr - 1`` of them); by default the one fitted for SmolLM2 that ships with
+the package, and for another model one fitted on the bundled benign prompts on the spot (about
+ten minutes on one thread for a 135M model: save it with ``--save-detector``).
 
 ``generate --guard POLICY`` runs :func:`logit_processors.detection.guard.guarded_generate`: the prompt
 is scored from the same forward pass that starts generation, and the policy (record, warn, stop,
@@ -183,6 +187,9 @@ def run_detect_eval(args) -> int:
                                     model_name=args.model, log=lambda line: print(line, file=sys.stderr))
     except ValueError as error:  # e.g. too few fit prompts for the FPR
         raise fail(one_line(error)) from error
+    if args.json:  # first: a long run's numbers are kept whatever happens while printing
+        Path(args.json).expanduser().write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
+        wrote(args.json)
     out = console()
     out.print(report.table())
     out.print("Cost:")
@@ -194,9 +201,6 @@ def run_detect_eval(args) -> int:
     out.print(f"({report.meta['seconds']:.0f} s; detector {report.meta['detector']})")
     if args.markdown:
         print(report.markdown())
-    if args.json:
-        Path(args.json).expanduser().write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
-        wrote(args.json)
     if args.save_detector:
         detector.save(Path(args.save_detector).expanduser())
         wrote(args.save_detector)

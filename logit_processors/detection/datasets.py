@@ -81,6 +81,8 @@ ATTACK_SETS: dict[str, str] = {
     "random_harmful": "attacks_random_harmful.jsonl",
     "optimized": "attacks_optimized.jsonl",
     "gcg_harmful": "attacks_gcg_harmful.jsonl",
+    "adaptive_perplexity": "attacks_adaptive_perplexity.jsonl",
+    "adaptive_detector": "attacks_adaptive_detector.jsonl",
     "fluent": "attacks_fluent.jsonl",
     "jailbreak": "attacks_jailbreak.jsonl",
 }

@@ -200,7 +200,7 @@ class EvalReport:
         t = self.meta["timing"]
         lines = [f"forward pass + statistics: {t['forward_s_per_1k_tokens']:.2f} s per 1,000 prompt tokens "
                  f"({t['tokens']} tokens, {self.meta['torch_threads']} torch thread(s))"]
-        for method in self.methods:
+        for method in t["fit_ms_per_1k_tokens"]:
             fit, score = t["fit_ms_per_1k_tokens"][method], t["score_ms_per_1k_tokens"][method]
             lines.append(f"{method}: fit {fit:.1f} ms, score {score:.1f} ms per 1,000 prompt tokens (on the statistics)")
         return lines

@@ -4,9 +4,10 @@ Scoring a prompt needs the logits at every prompt position; generating needs the
 the prompt. One forward pass gives both, so :func:`guarded_generate` runs the model **once** over
 the prompt (all but its last token, keeping the cache and the logits), scores it with a fitted
 :class:`~logit_processors.detection.Detector`, then hands the cache to ``generate()``, which
-only has the last prompt token left to process: no second prefill (the detector's probe reads
-the hidden state at that last token, so it is run once more on a copy of the cache: one token of
-work). The guard then sits in
+only has the last prompt token left to process: no second prefill. The detector's probe reads
+the hidden state at that last token, which generate()'s first forward pass computes: a forward
+hook keeps it, and the verdict is made at the first decoding step, before any token is chosen.
+The guard then sits in
 ``logits_processor`` and, at the first decoding step, also measures the refusal-affirmation gap
 (:mod:`logit_processors.detection.refusal_gap`) of the model's own next-token scores.
 
@@ -47,7 +48,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,13 +169,17 @@ class GapGuard(Processor):
         self._last_length: int | None = None
         self._stopped: torch.Tensor | None = None
         self._stop_any = False
+        self.first_scores: torch.Tensor | None = None
 
     def _repr_fields(self) -> dict[str, object]:
         return {"policy": self.policy, "refusal_gap_below": self.refusal_gap_below}
 
-    def begin(self, results: Sequence[DetectionResult | None], input_ids: torch.Tensor) -> None:
+    def begin(self, results: Sequence[DetectionResult | Callable[[], DetectionResult] | None],
+              input_ids: torch.Tensor) -> None:
         """Give the verdicts for the prompts of the next ``generate(input_ids=...)`` call (one
-        per prompt row of ``input_ids``, which identifies the call)."""
+        per prompt row of ``input_ids``, which identifies the call). A verdict may be a function
+        that returns it, called at the first decoding step (after the model's first forward
+        pass: :func:`guarded_generate` completes the probe's input there)."""
         if input_ids.dim() != 2 or len(results) != input_ids.shape[0]:
             raise ValueError(f"begin() needs one result per prompt row: {len(results)} results for input_ids "
                              f"of shape {tuple(input_ids.shape)}")
@@ -209,6 +214,7 @@ class GapGuard(Processor):
 
     def _start(self, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
         rows = input_ids.shape[0]
+        self.first_scores = scores  # the model's own first-step scores (a deferred verdict may read them)
         results = self._results_for(input_ids)
         gap = (self.detector.refusal(scores) if self.detector.refusal is not None
                else torch.full((rows,), float("nan")))
@@ -238,6 +244,7 @@ class GapGuard(Processor):
                 expanded = per_row("prompt rows", prompt.to(input_ids.device), rows)
                 if torch.equal(expanded, input_ids):
                     self._pending = None
+                    results = [r() if callable(r) else r for r in results]
                     index = per_row("results", torch.arange(len(results)), rows).tolist()
                     return [results[i] for i in index]
         if self.policy != "record":
@@ -321,29 +328,81 @@ def guarded_generate(
     with torch.inference_mode():
         prefill = model(input_ids=ids[:, :-1], use_cache=True, **keep)  # the only pass over the prompt
         stats = stats_from_logits(encoded, prefill.logits[0], first if keep else 0)
-        if detector.probe_enabled:
-            # The probe reads the hidden state at the prompt's last token, which generate() only
-            # computes at its first step: that one token once more, on a copy of the cache, through
-            # the transformer without its LM head (unless the probe also reads the refusal gap).
-            runner = model if detector.refusal_feature else model.base_model
-            last = runner(input_ids=ids[:, -1:], use_cache=True, output_hidden_states=True,
-                          **{kwarg: copy.deepcopy(output_cache(prefill))})
-            stats.hidden = last.hidden_states[detector.probe_layer][0, -1].float().cpu()
-            if detector.refusal_feature:
-                stats.next_logits = last.logits[0, -1].float().cpu()
-    result = detector.score_stats(stats)
-    guard.begin([result], ids)
+    verdict: list[DetectionResult] = []
+    capture = LastTokenCapture(model, detector.probe_layer) if detector.probe_enabled else None
+    if capture is not None and capture.handle is None:  # no layer to watch: that token once more, on a copy
+        with torch.inference_mode():
+            last = model(input_ids=ids[:, -1:], use_cache=True, output_hidden_states=True,
+                         **{kwarg: copy.deepcopy(output_cache(prefill))})
+        capture.value = last.hidden_states[detector.probe_layer][0, -1]
+
+    def decide() -> DetectionResult:
+        # The probe reads the hidden state at the prompt's last token, which generate()'s first
+        # forward pass computes: the hook kept it, and the verdict is made at the first step.
+        if capture is not None:
+            stats.hidden = capture.take()
+        if detector.refusal_feature:
+            stats.next_logits = guard.first_scores[0].float().cpu()
+        verdict.append(detector.score_stats(stats))
+        return verdict[0]
+
+    guard.begin([decide], ids)
     processors = LogitsProcessorList([guard, *(logits_processor or [])])
-    with torch.inference_mode():
-        output = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-            logits_processor=processors, return_dict_in_generate=True,
-            **{kwarg: output_cache(prefill)}, **generate_kwargs,
-        )
+    try:
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                logits_processor=processors, return_dict_in_generate=True,
+                **{kwarg: output_cache(prefill)}, **generate_kwargs,
+            )
+    finally:
+        if capture is not None:
+            capture.remove()
     raise_pending_checks()  # on CUDA, the input policy's last checks are read here
     new = output.sequences[0, ids.shape[1]:]
     text = tokenizer.decode(new, skip_special_tokens=True)
-    return GuardedOutput(output.sequences, ids.shape[1], text, guard.report, result, output)
+    return GuardedOutput(output.sequences, ids.shape[1], text, guard.report, verdict[0], output)
+
+
+class LastTokenCapture:
+    """Keeps ``hidden_states[layer]`` at the last position of the model's next forward pass, from a
+    forward hook on the decoder layer that produces it (``hidden_states[layer]`` is the output of
+    decoder layer ``layer - 1``; 0 is the embeddings). ``handle`` is ``None`` when no such layer
+    is found (the embeddings, the final normed layer, an unfamiliar model): the caller computes
+    the state itself and sets :attr:`value`."""
+
+    def __init__(self, model, layer: int):
+        self.value: torch.Tensor | None = None
+        self.handle = None
+        layers = decoder_layers(model)
+        if layers is not None and 0 < layer < len(layers):
+            self.handle = layers[layer - 1].register_forward_hook(self._keep)
+
+    def _keep(self, module, args, output) -> None:
+        if self.value is None:  # the first call is generate()'s first step: the last prompt token
+            hidden = output[0] if isinstance(output, tuple) else output
+            self.value = hidden[0, -1].detach()
+        self.remove()
+
+    def take(self) -> torch.Tensor:
+        if self.value is None:
+            raise RuntimeError("the probe's hidden state was not captured: the model ran no forward pass")
+        return self.value.float().cpu()
+
+    def remove(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+
+def decoder_layers(model):
+    """The model's stack of decoder layers (a ``ModuleList`` of ``num_hidden_layers`` blocks:
+    ``model.layers`` for Llama-style models, ``transformer.h`` for GPT-2), or ``None``."""
+    count = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    for module in model.base_model.children():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return module
+    return None
 
 
 def _eos_ids(model, tokenizer) -> list[int] | int | None:

@@ -239,8 +239,10 @@ def stats_from_logits(
     columns = [torch.cat(c) for c in zip(*parts, strict=True)]
     stats = GapStats(*columns[: len(GapStats._fields)])
     varentropy, mass_above = columns[len(GapStats._fields):]
-    last = logits[len(encoded) - 1 - first_position].float().cpu() if keep_next_logits else None
-    kept = hidden.detach().float().cpu() if hidden is not None else None
+    # Copies, not views: a view would keep the whole batch's [B, L, V] logits (or [B, L, d]
+    # hidden states) alive for as long as these statistics live.
+    last = logits[len(encoded) - 1 - first_position].detach().float().cpu().clone() if keep_next_logits else None
+    kept = hidden.detach().float().cpu().clone() if hidden is not None else None
     return PromptStats(encoded, positions, stats, last, varentropy, mass_above, kept)
 
 
