@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from logit_processors.detection import Detector
-from logit_processors.detection.baselines import PerplexityFilter, WindowedPerplexityFilter, window_means
+from logit_processors.detection.baselines import PerplexityFilter, WindowedPerplexityFilter
 from logit_processors.detection.datasets import (
     ATTACK_SETS,
     BENIGN_FILES,
@@ -40,6 +40,7 @@ from logit_processors.detection.detector import (
 )
 from logit_processors.detection.evaluation import Row, auroc, check_targets, roc_curve, threshold_at_fpr, tpr_at_fpr
 from logit_processors.detection.prompt_stats import FEATURES, PromptStats, stats_from_logits
+from logit_processors.detection.sequential import window_means
 from logit_processors.gaps import GapStats
 from logit_processors.runtime.prompts import EncodedPrompt
 
@@ -204,7 +205,7 @@ def test_the_probe_catches_what_the_tokens_cannot(two_channels):
     assert all(r.flagged for r in results["gibberish"])
     assert sum(r.flagged for r in results["benign"]) / 400 <= 0.03  # target 1%
     for r in results["fluent"] + results["gibberish"]:
-        assert r.score == max(r.channels.values()) and set(r.channels) == {"tokens", "probe"}
+        assert r.score == max(r.channels.values()) and set(r.channels) == {"tokens", "windows", "probe"}
     # The fluent prompts are caught by the probe, the gibberish by the tokens.
     assert all(r.channels["probe"] > r.channels["tokens"] for r in results["fluent"] if r.flagged)
     assert all(r.channels["tokens"] > two_channels.threshold for r in results["gibberish"])
@@ -244,7 +245,50 @@ def test_detector_options_are_validated():
         Detector(probe_layer=1, probe_l2=0)
     with pytest.raises(ValueError, match="refusal_feature"):
         Detector(probe=False, refusal_feature=True, refusal=None)
+    for window in (0, 2.5, "10"):
+        with pytest.raises(ValueError, match="window"):
+            Detector(probe=False, window=window)
     assert set(DEFAULT_WEIGHTS) <= set(FEATURES)
+
+
+def windows_reference(detector: Detector, stats: PromptStats) -> float:
+    """The windows channel in benign units, computed plainly: cap each token's surprisal at its
+    position bucket's benign median + clip robust sds, average every run of `window` tokens."""
+    column = FEATURES.index("surprisal")
+    surprisal = [float(v) for v in stats.surprisal]
+    capped = [min(v, float(detector.location[b, column] + detector.clip * detector.scale[b, column]))
+              for v, b in zip(surprisal, position_buckets(len(stats)).tolist(), strict=True)]
+    w = min(detector.window, len(capped))
+    raw = max(math.fsum(capped[i : i + w]) / w for i in range(len(capped) - w + 1))
+    center, scale = detector.units["windows"]
+    return (raw - center) / scale
+
+
+def test_the_windows_channel_is_the_capped_worst_window(benign_fit, detector):
+    g = torch.Generator().manual_seed(11)
+    prompts = [synthetic(int(torch.randint(3, 40, (1,), generator=g)), g) for _ in range(30)]
+    prompts += [synthetic(30, g, planted=(5, 12)), synthetic(4, g), synthetic(12, g, planted=(11, 12))]
+    for stats in prompts:
+        # float64 throughout, sums of <= 40 terms of a few nats: agreement to ~1e-12 relative
+        assert detector.score_stats(stats).channels["windows"] == pytest.approx(windows_reference(detector, stats),
+                                                                              rel=1e-9, abs=1e-9)
+    no_windows = Detector(refusal=None, probe=False, window=None).fit_stats(benign_fit)
+    assert set(no_windows.score_stats(prompts[0]).channels) == {"tokens"}
+    assert "windows of 10" in repr(detector) and "windows" not in repr(no_windows)
+
+
+def test_the_windows_channel_catches_a_run_the_cusum_discounts(benign_fit, detector):
+    """Tokens improbable in absolute terms but no more than their (high) entropy predicts: the
+    invariant token statistics see nothing; the windows channel flags the run and blames it."""
+    g = torch.Generator().manual_seed(12)
+    stats = synthetic(30, g)
+    stats.stats.entropy[10:22] = 11.0
+    stats.stats.surprisal[10:22] = 11.0 + 0.3 * torch.randn(12, generator=g)
+    result = detector.score_stats(stats)
+    assert result.flagged and max(result.channels, key=result.channels.get) == "windows"
+    assert result.channels["tokens"] < detector.threshold
+    start, end = result.span_chars
+    assert 10 <= start and end <= 22  # the worst window lies inside the planted run
 
 
 def test_unfitted_detector_and_too_few_prompts(benign_fit):

@@ -193,7 +193,7 @@ def test_detect_eval_command_quick(smollm2, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "windowed perplexity" in out and "| set |" in out and "per 1,000 prompt tokens" in out
     report = json.loads(path.read_text())
-    methods = {"detector", "detector, tokens only", "detector + refusal gap", "perplexity", "windowed perplexity"}
+    methods = {"detector", "detector, no probe", "detector + refusal gap", "perplexity", "windowed perplexity"}
     rows = {(r["kind"], r["name"], r["method"]) for r in report["rows"]}
     assert {("benign", c, m) for c in CATEGORIES for m in methods} <= rows
     assert {("attack", s, m) for s in ATTACK_SETS for m in methods} <= rows

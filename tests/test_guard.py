@@ -116,7 +116,7 @@ def test_prefill_statistics_equal_a_separate_scoring_pass(setup):
     assert shared.score == pytest.approx(alone.score, rel=1e-4, abs=1e-4)
     # The probe's hidden state: the last prompt token run on the prefill's cache, vs one pass.
     # float32 attention over a few dozen positions: agreement to ~1e-5 relative, 1e-4 allowed.
-    assert set(shared.channels) == {"tokens", "probe"}
+    assert set(shared.channels) == {"tokens", "windows", "probe"}
     for name in shared.channels:
         assert shared.channels[name] == pytest.approx(alone.channels[name], rel=1e-4, abs=1e-4)
 
@@ -259,5 +259,5 @@ def test_the_probe_verdict_at_the_first_step_equals_a_separate_pass(setup, probe
                                    pad_token_id=tokenizer.eos_token_id)
         assert len(counter.lengths) == len(out.new_tokens) + (1 if probe_layer is None else 2)
         alone = other.score(text)
-        for name in ("tokens", "probe"):  # float32 over a few dozen positions: 1e-4 is ample
+        for name in ("tokens", "windows", "probe"):  # float32 over a few dozen positions: 1e-4 is ample
             assert out.detection.channels[name] == pytest.approx(alone.channels[name], rel=1e-4, abs=1e-4)

@@ -20,7 +20,7 @@ target false-positive rate, so every method is compared at the same FPR.)
 
 Example:
     >>> import torch
-    >>> from logit_processors.detection.baselines import window_means
+    >>> from logit_processors.detection.sequential import window_means
     >>> window_means(torch.tensor([1.0, 1.0, 4.0, 4.0]), 2).tolist()
     [1.0, 2.5, 4.0]
 """
@@ -35,14 +35,7 @@ import torch
 from ..validate import positive_int, probability
 from .detector import DEFAULT_FPR, DetectionResult, conformal_threshold
 from .prompt_stats import PromptStats, nan_to_num
-
-
-def window_means(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Means of every ``window`` consecutive values (one mean of all when shorter)."""
-    if x.numel() <= window:
-        return x.double().mean().reshape(1).to(x.dtype)
-    c = torch.cat([x.new_zeros(1, dtype=torch.float64), torch.cumsum(x.double(), 0)])
-    return ((c[window:] - c[:-window]) / window).to(x.dtype)
+from .sequential import window_means
 
 
 class _PerplexityBase:

@@ -1,4 +1,4 @@
-"""Prompt anomaly detection from the model's own logits and hidden state: two channels, one threshold.
+"""Prompt anomaly detection from the model's own logits and hidden state: three channels, one threshold.
 
 What a detector must survive is the traffic a model serves: code, pasted documents (Markdown,
 logs, JSON), many languages and scripts, multi-turn chats. A detector that standardizes raw
@@ -29,6 +29,17 @@ left 0, up to its peak) is the suspicious span (:func:`localize`). The drift ``k
 mild shifts: with invariant features a long benign document has no sustained shift to
 accumulate, while a gibberish suffix shifts ``x_t`` by 3-4 standard deviations.
 
+**Windows channel (improbable text in absolute terms).** The token channel's invariance has a
+price: a token is judged against the entropy of its position, and an attacker who knows that can
+pick suffix tokens where the model is lost anyway (after a few odd tokens its entropy is high), so
+that each is unsurprising *relative to* the model's confusion while the stretch as a whole is
+text no one writes. The windowed mean surprisal of the user's tokens (the worst window of
+``window = 10`` tokens: the filter of Jain et al. 2023, with their window) sees that: it measures
+improbability in absolute terms. On its own it is the filter that flags pasted documents and
+other languages; here its benign scale and threshold come from the same varied benign traffic
+as the other channels, so its 1%-tail sits above what documents and other scripts score, and it
+only decides for a stretch more improbable than any of those.
+
 **Probe channel (fluent attacks).** An appended "Ignore all previous instructions ..." or a
 "developer mode" jailbreak is fluent English: no token statistic separates it from benign
 traffic. The model's hidden state at the end of the prompt does: a logistic probe
@@ -37,9 +48,9 @@ prompts (the ``dev`` rows of the bundled fluent and jailbreak sets: instructions
 disjoint from the ``test`` rows they are evaluated on) against the benign fit prompts.
 
 **One threshold.** Each channel's score is put in benign units (minus its benign median, over
-the distance from there to its own benign ``1 - fpr`` quantile: both channels reach 1 at the same
+the distance from there to its own benign ``1 - fpr`` quantile: every channel reaches 1 at the same
 benign tail; the probe's benign scores come from cross-fitting, never from the prompts it was
-fitted on) and the prompt's score is the larger of the two. The threshold is the
+fitted on) and the prompt's score is the largest of them. The threshold is the
 conformal quantile of the benign fit scores at the target false-positive rate (default 1%): the
 ``ceil((n + 1)(1 - fpr))``-th smallest, so that a new benign prompt from the same traffic
 exceeds it with probability at most ``fpr``. Refit on your own traffic (:meth:`Detector.fit`,
@@ -84,7 +95,7 @@ import torch
 
 from ..models.identity import check_identity, model_identity
 from ..runtime.prompts import Message
-from ..validate import finite_float, positive_finite_float, probability
+from ..validate import finite_float, positive_finite_float, positive_int, probability
 from .datasets import DETECTOR_FILES, data_path, probe_attack_prompts
 from .probe import LinearProbe, out_of_fold_scores
 from .prompt_stats import FEATURES, PromptStats, nan_to_num, prompt_stats
@@ -98,10 +109,11 @@ from .sequential import (
     localize,
     position_buckets,
     robust_location_scale,
+    window_means,
 )
 
 FORMAT = "logit_processors.detection.Detector"
-VERSION = 2
+VERSION = 3  # 3: the windows channel
 
 #: Default per-feature weights of the token score: the two statistics that are invariant to the
 #: content's own predictability, equally.
@@ -112,10 +124,12 @@ DEFAULT_CLIP = 4.0  # a token's standardized feature counts at most this much ei
 DEFAULT_FPR = 0.01
 DEFAULT_PROBE_L2 = 0.1  # the probe's L2 penalty (on standardized hidden states)
 PROBE_FOLDS = 5  # cross-fitting folds for the probe's benign scores
-CHANNELS: tuple[str, ...] = ("tokens", "probe")
+DEFAULT_WINDOW = 10  # tokens per window of the windows channel (Jain et al. 2023's window, not tuned here)
+CHANNELS: tuple[str, ...] = ("tokens", "windows", "probe")
 
-__all__ = ["CHANNELS", "DEFAULT_FPR", "DEFAULT_WEIGHTS", "DetectionResult", "Detector", "conformal_threshold",
-           "cusum", "cusum_span", "default_detector", "localize", "position_buckets"]
+__all__ = ["CHANNELS", "DEFAULT_FPR", "DEFAULT_WEIGHTS", "DEFAULT_WINDOW", "DetectionResult", "Detector",
+           "conformal_threshold", "cusum", "cusum_span", "default_detector", "localize", "position_buckets",
+           "windowed_surprisal"]
 
 
 def benign_units(scores: torch.Tensor, fpr: float) -> tuple[float, float]:
@@ -134,8 +148,33 @@ def benign_units(scores: torch.Tensor, fpr: float) -> tuple[float, float]:
     return center, max(spread, 1e-3 * (abs(center) + 1.0))
 
 
+def windowed_surprisal(stats: PromptStats, window: int, cap: torch.Tensor | None = None) -> tuple[float, int]:
+    """The windows channel's raw score: the largest mean surprisal (nats) of ``window`` consecutive
+    scored tokens (of all of them when fewer), each token's surprisal first capped at ``cap`` (per
+    token; the detector's is its benign median + ``clip`` robust standard deviations at that
+    position, so that one wild token cannot decide alone), and that window's first index.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> stats = SimpleNamespace(surprisal=torch.tensor([1.0, 1.0, 6.0, 8.0, 1.0]))  # only surprisal is read
+        >>> windowed_surprisal(stats, 2)
+        (7.0, 2)
+        >>> windowed_surprisal(stats, 2, cap=torch.full((5,), 6.0))
+        (6.0, 2)
+    """
+    surprisal = nan_to_num(stats.surprisal).double()
+    if surprisal.numel() == 0:
+        return 0.0, 0
+    if cap is not None:
+        surprisal = torch.minimum(surprisal, cap.double())
+    means = window_means(surprisal, window)
+    best = int(means.argmax())
+    return float(means[best]), best
+
+
 class Detector:
-    """Two channels (token CUSUM, hidden-state probe) and a threshold at a target false-positive rate.
+    """Three channels (token CUSUM, windowed surprisal, hidden-state probe) and a threshold at a
+    target false-positive rate.
 
     Build one with :meth:`fit` (or :meth:`load`, or :func:`default_detector`); then :meth:`score`
     a prompt (a user message or a list of chat messages), or :meth:`score_many` a batch. See the
@@ -157,6 +196,7 @@ class Detector:
             the middle layer, ``num_hidden_layers // 2``).
         probe_l2: the probe's L2 penalty.
         refusal_feature: also give the probe the first-step refusal gap.
+        window: tokens per window of the windows channel, or ``None`` for no such channel.
     """
 
     def __init__(
@@ -174,6 +214,7 @@ class Detector:
         probe_layer: int | None = None,
         probe_l2: float = DEFAULT_PROBE_L2,
         refusal_feature: bool = False,
+        window: int | None = DEFAULT_WINDOW,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
@@ -200,6 +241,7 @@ class Detector:
         self.refusal_feature = bool(refusal_feature)
         if self.refusal_feature and (self.refusal is None or not self.probe_enabled):
             raise ValueError("refusal_feature needs the probe (probe=True) and a RefusalGap (refusal word lists)")
+        self.window = None if window is None else positive_int("window", window)
         self.location: torch.Tensor | None = None  # [buckets, F] benign median per position bucket
         self.scale: torch.Tensor | None = None  # [buckets, F] benign robust scale per position bucket
         self.score_mean = 0.0  # benign mean and standard deviation of the combined token score
@@ -264,6 +306,8 @@ class Detector:
         raw = torch.cat([self.token_scores(s) for s in stats])
         self.score_mean, self.score_std = float(raw.mean()), float(raw.std().clamp_min(1e-6))
         channels = {"tokens": torch.tensor([self._token_channel(s)[0] for s in stats], dtype=torch.float64)}
+        if self.window is not None:
+            channels["windows"] = torch.tensor([self._window_channel(s)[0] for s in stats], dtype=torch.float64)
         if self.probe_enabled:
             if not attack_stats:
                 raise ValueError("the probe needs attack statistics: fit_stats(benign_stats, attack_stats), or "
@@ -324,20 +368,32 @@ class Detector:
         curve = cusum(x, self.drift)
         return (float(curve.max()) if curve.numel() else 0.0), x, curve
 
+    def _window_channel(self, stats: PromptStats) -> tuple[float, int]:
+        buckets = position_buckets(len(stats))
+        surprisal = FEATURES.index("surprisal")
+        cap = self.location[buckets, surprisal] + self.clip * self.scale[buckets, surprisal]
+        return windowed_surprisal(stats, self.window, cap)
+
     def _score(self, stats: PromptStats) -> DetectionResult:
         raw, x, curve = self._token_channel(stats)
         channels = {"tokens": raw}
+        window_start = 0
+        if self.window is not None:
+            channels["windows"], window_start = self._window_channel(stats)
         if self.probe is not None:
             channels["probe"] = float(self.probe(self._probe_input(stats)))
         channels = {k: (v - self.units[k][0]) / self.units[k][1] for k, v in channels.items()}
         score = max(channels.values())
+        threshold = self.threshold if self.threshold is not None else math.inf
         span = localize(x, self.drift, curve)
+        if channels.get("windows", -math.inf) == score and channels["tokens"] <= threshold and len(stats):
+            # The windows channel decided, not the token CUSUM: blame the worst window.
+            span = (window_start, min(window_start + self.window, len(stats)))
         if span is not None:
             span = (int(stats.positions[span[0]]), int(stats.positions[span[1] - 1]) + 1)
         gap = None
         if self.refusal is not None and stats.next_logits is not None:
             gap = float(self.refusal(stats.next_logits))
-        threshold = self.threshold if self.threshold is not None else math.inf
         return DetectionResult(score, threshold, score > threshold, span, stats.positions, x.float(),
                                curve.float(), stats, gap, channels=channels)
 
@@ -373,6 +429,7 @@ class Detector:
             "probe_layer": self.probe_layer,
             "probe_l2": self.probe_l2,
             "refusal_feature": self.refusal_feature,
+            "window": self.window,
             "position_buckets": list(POSITION_BUCKETS),
             "location": self.location.tolist(),
             "scale": self.scale.tolist(),
@@ -411,7 +468,7 @@ class Detector:
         detector = cls(model, tokenizer, weights=data["weights"], drift=data["drift"], clip=data["clip"],
                        fpr=data["fpr"], chat_template=data["chat_template"], refusal=refusal,
                        probe=data["probe"] is not None, probe_layer=data["probe_layer"], probe_l2=data["probe_l2"],
-                       refusal_feature=data["refusal_feature"])
+                       refusal_feature=data["refusal_feature"], window=data["window"])
         detector.location = torch.tensor(data["location"], dtype=torch.float64)
         detector.scale = torch.tensor(data["scale"], dtype=torch.float64)
         detector.score_mean, detector.score_std = float(data["score_mean"]), float(data["score_std"])
@@ -424,7 +481,8 @@ class Detector:
     def __repr__(self) -> str:
         state = f"threshold={self.threshold:.3f} at fpr={self.fpr}" if self.fitted else "not fitted"
         probe = f", probe on hidden_states[{self.probe_layer}]" if self.probe_enabled else ""
-        return f"Detector({state}, drift={self.drift}, clip={self.clip}, weights={self.weights}{probe})"
+        windows = f", windows of {self.window}" if self.window is not None else ""
+        return f"Detector({state}, drift={self.drift}, clip={self.clip}, weights={self.weights}{windows}{probe})"
 
 
 def default_detector(model, tokenizer, name: str = "smollm2") -> Detector:

@@ -320,7 +320,7 @@ def method_builders(model, tokenizer, fpr: float) -> dict[str, Callable[[], Any]
     with the refusal gap given to the probe), the two filters."""
     return {
         "detector": lambda: Detector(model, tokenizer, fpr=fpr),
-        "detector, tokens only": lambda: Detector(model, tokenizer, fpr=fpr, probe=False),
+        "detector, no probe": lambda: Detector(model, tokenizer, fpr=fpr, probe=False),
         "detector + refusal gap": lambda: Detector(model, tokenizer, fpr=fpr, refusal_feature=True),
         "perplexity": lambda: PerplexityFilter(fpr=fpr),
         "windowed perplexity": lambda: WindowedPerplexityFilter(fpr=fpr),

@@ -23,7 +23,8 @@ class DetectionResult:
     means), aligned with ``positions``. ``flagged_positions``: the tokens the method blames
     (default: those of ``span``). ``refusal_gap``: max refusal logit - max affirmation logit at
     the first decoding step (``None`` when not computed). ``channels``: the detector's score per
-    channel (``"tokens"``: the CUSUM; ``"probe"``: the hidden-state probe), each in benign
+    channel (``"tokens"``: the CUSUM; ``"windows"``: the worst window's mean surprisal;
+    ``"probe"``: the hidden-state probe), each in benign
     standard units; ``score`` is their maximum.
     """
 

@@ -1,5 +1,5 @@
-"""The sequential statistics of attack detection: the one-sided CUSUM, its span, conformal
-thresholds and position buckets (no model, no fitted state).
+"""The sequential statistics of attack detection: the one-sided CUSUM, its span, window means,
+conformal thresholds and position buckets (no model, no fitted state).
 
 A run of anomalous tokens is what an inserted suffix looks like token by token; the one-sided
 CUSUM of Page (1954, "Continuous inspection schemes") accumulates it:
@@ -84,6 +84,20 @@ def localize(x: torch.Tensor, drift: float, curve: torch.Tensor | None = None) -
     return cusum_span(cusum(x, shift / 2)) or first
 
 
+def window_means(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Means of every ``window`` consecutive values of ``x`` (one mean of all when shorter), in
+    float64 cumulative sums whatever ``x``'s dtype, returned in ``x``'s dtype.
+
+    Example:
+        >>> window_means(torch.tensor([1.0, 1.0, 4.0, 4.0]), 2).tolist()
+        [1.0, 2.5, 4.0]
+    """
+    if x.numel() <= window:
+        return x.double().mean().reshape(1).to(x.dtype)
+    c = torch.cat([x.new_zeros(1, dtype=torch.float64), torch.cumsum(x.double(), 0)])
+    return ((c[window:] - c[:-window]) / window).to(x.dtype)
+
+
 def conformal_threshold(benign_scores: Sequence[float] | torch.Tensor, fpr: float) -> float:
     """The ``ceil((n + 1)(1 - fpr))``-th smallest of ``n`` benign scores (``inf`` if that exceeds n).
 
@@ -121,6 +135,5 @@ def robust_location_scale(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return location, (1.4826 * mad).clamp_min(MIN_SCALE)
 
 
-
 __all__ = ["POSITION_BUCKETS", "conformal_threshold", "cusum", "cusum_span", "localize", "position_buckets",
-           "robust_location_scale"]
+           "robust_location_scale", "window_means"]
