@@ -226,7 +226,9 @@ class AdaptiveRows:
             rows = torch.arange(input_ids.shape[0]) if parents is True else parents.cpu()
             chosen = input_ids[:, -1].to(self._log_probs.device)
             previous = self._log_probs.index_select(1, rows.to(self._log_probs.device))
-            picked = previous.gather(2, chosen[None, :, None].expand(previous.shape[0], -1, 1))[:, :, 0]
+            width = previous.shape[-1]  # a token beyond the models' common range: no evidence, no update
+            index = chosen.clamp(0, width - 1)[None, :, None].expand(previous.shape[0], -1, 1)
+            picked = previous.gather(2, index)[:, :, 0].masked_fill((chosen >= width)[None, :], float("-inf"))
             state, _ = self.mixture.update(self._state.index_select(0, rows), picked.T.cpu())
         self._history, self._log_probs, self._state = input_ids.clone(), log_probs, state
         self.last_weights = self.mixture.weights(state)
