@@ -71,7 +71,8 @@ def adaptive_scores(fit_matrix, held_documents, n_bytes: int, members: list[floa
             "regret_bound_nats_per_document": fitted.regret_bound(), "documents": len(held_documents),
             "uniform_prior": uniform.score_documents(held_documents)[0] / bits,
             "carried_across_documents": carried / bits,
-            "oracle_constant": oracle / bits, "oracle_gain": gain(oracle / bits, members), "oracle_weights": oracle_weights}
+            "oracle_constant": oracle / bits, "oracle_gain": gain(oracle / bits, members),
+            "oracle_weights": oracle_weights}
 
 
 def exact_scores(models, codecs, fit, heldout, temperatures=None, adaptive=False, key="") -> dict:

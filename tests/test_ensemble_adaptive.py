@@ -18,7 +18,6 @@ import torch
 from test_adaptive_weights import RATES, reference_grid, reference_prior, reference_update, reference_weights
 from test_ensemble_generate import SETTINGS, assert_same, generate, reference_generate
 from test_ensemble_tokenizers import reference_member
-
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from logit_processors import LogOddsEnsemble
@@ -39,7 +38,6 @@ WEIGHTS = (0.3, 0.7)
 
 @pytest.fixture(scope="module")
 def models(tiny_gpt2):
-    gpt2, tokenizer = tiny_gpt2
     return {"gpt2": tiny_gpt2, "gpt2 seed 1": load_tiny_gpt2(seed=1), "gemma": load_tiny_gemma()}
 
 
@@ -60,7 +58,8 @@ def sources(primary, member, primary_tokenizer, member_tokenizer):
 
     def log_probs(ids, mask):
         primary_lp = last_log_probs(primary, ids, mask, n)
-        member_lp = (aligned(ids, mask, primary_lp.float()).double() if aligned else last_log_probs(member, ids, mask, n))
+        member_lp = (aligned(ids, mask, primary_lp.float()).double() if aligned
+                     else last_log_probs(member, ids, mask, n))
         return torch.stack([primary_lp, torch.log_softmax(member_lp, dim=-1)])
 
     return log_probs
@@ -72,7 +71,8 @@ def adaptive_reference(primary, log_probs_fn, n_tokens, prompt_length, center=WE
     class AdaptiveReference(type(primary)):
         def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
             mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-            steps = {t: log_probs_fn(input_ids[:, :t], mask[:, :t]) for t in range(prompt_length, input_ids.shape[1] + 1)}
+            steps = {t: log_probs_fn(input_ids[:, :t], mask[:, :t])
+                     for t in range(prompt_length, input_ids.shape[1] + 1)}
             out = torch.full((input_ids.shape[0], 1, primary.config.vocab_size), float("-inf"))
             for row in range(input_ids.shape[0]):
                 posterior = reference_prior(grid, RATES, center)
@@ -119,7 +119,7 @@ def test_same_tokenizer_adaptive_matches_the_reference(models, setting):
 
 @pytest.mark.parametrize("setting", ["greedy", "beam4"])
 def test_another_tokenizer_adaptive_matches_the_reference(models, setting):
-    ensemble, ours, ref = run_both(models, "gpt2", "gemma", setting, max_new_tokens=6)
+    _, ours, ref = run_both(models, "gpt2", "gemma", setting, max_new_tokens=6)
     assert_same(ours, ref, atol=ATOL)
 
 
@@ -152,9 +152,9 @@ def test_identical_members_generate_the_primary_alone(models):
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    (dict(combine="logprob", adaptive=True), "adaptive needs combine='mixture'"),
-    (dict(combine="mixture", adaptive="yes"), "adaptive must be True, False or an AdaptiveMixture"),
-    (dict(combine="mixture", adaptive=AdaptiveMixture(3)), "adaptive mixes 3 models but the ensemble has 2"),
+    ({"combine": "logprob", "adaptive": True}, "adaptive needs combine='mixture'"),
+    ({"combine": "mixture", "adaptive": "yes"}, "adaptive must be True, False or an AdaptiveMixture"),
+    ({"combine": "mixture", "adaptive": AdaptiveMixture(3)}, "adaptive mixes 3 models but the ensemble has 2"),
 ])
 def test_bad_adaptive_arguments_name_themselves(models, kwargs, fragment):
     member, tokenizer = models["gpt2 seed 1"]

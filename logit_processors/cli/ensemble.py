@@ -8,7 +8,8 @@ directory written by ``save_pretrained`` or a hub id; weight 1 if omitted, negat
 :class:`~logit_processors.LogOddsEnsemble` whose primary is ``--model``, weighted
 ``--primary-weight`` (default 1) and combined by ``--combine`` (``logprob``, ``logodds`` or
 ``mixture``; ``--adaptive``: mixture weights that learn online per row from the tokens generated,
-starting from the given weights, :mod:`logit_processors.ensemble.adaptive`). A member with another tokenizer (``--model smollm2 --ensemble gemma3-270m``) reads
+starting from the given weights, :mod:`logit_processors.ensemble.adaptive`). A member with another
+tokenizer (``--model smollm2 --ensemble gemma3-270m``) reads
 the same text in its own tokens (:mod:`logit_processors.runtime.aligned_members`).
 ``--contrastive AMATEUR`` makes the primary the expert of
 :class:`~logit_processors.ContrastiveDecoding` (``--alpha``, ``--plausibility``).
@@ -100,7 +101,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if getattr(args, "guard", None) is not None and (ensemble or contrastive):
         raise fail("--guard cannot be combined with --ensemble or --contrastive")
     if getattr(args, "adaptive", None) and getattr(args, "combine", None) not in (None, "mixture"):
-        raise fail(f"argument --adaptive: adaptive weights are mixture weights; use --combine mixture, not {args.combine}")
+        raise fail("argument --adaptive: adaptive weights are mixture weights; use --combine mixture, "
+                   f"not {args.combine}")
     if getattr(args, "adaptive", None) and any(w < 0 for w in _weights(args)):
         raise fail(f"argument --adaptive: mixture weights must be >= 0; got {_weights(args)}")
     if ensemble and all(w == 0 for w in _weights(args)):

@@ -63,7 +63,8 @@ def add_commands(commands, model_options: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.adaptive and args.combine != "mixture":
-        raise fail(f"argument --adaptive: adaptive weights are mixture weights; use --combine mixture, not {args.combine}")
+        raise fail("argument --adaptive: adaptive weights are mixture weights; use --combine mixture, "
+                   f"not {args.combine}")
     if args.calibrate and args.fit is None:
         raise fail("argument --calibrate: needs --fit FIT_FILE (temperatures are never fitted on the scored text)")
     weights = None

@@ -145,8 +145,9 @@ class AdaptiveMixture:
         total = numerics.logsumexp(joint.flatten(1), dim=-1)  # [rows]: the prediction
         posterior = joint - total[:, None, None]
         rate_mass = numerics.logsumexp(posterior, dim=-1, keepdim=True)
-        shared = numerics.logsumexp(torch.stack([posterior + self._keep, (rate_mass + self._share).expand_as(posterior)]),
-                                    dim=0)  # fixed share: each rate keeps its mass, a fraction alpha spread evenly
+        # Fixed share: each rate keeps its mass, a fraction alpha of it spread evenly over the grid.
+        spread = (rate_mass + self._share).expand_as(posterior)
+        shared = numerics.logsumexp(torch.stack([posterior + self._keep, spread]), dim=0)
         return torch.where(torch.isfinite(total)[:, None, None], shared, state), total
 
     def code_lengths(self, span_log_probs: torch.Tensor, state: torch.Tensor | None = None
@@ -246,7 +247,8 @@ def _grid_distribution(prior, n_grid: int) -> torch.Tensor:
 
 def _span_matrix(span_log_probs: torch.Tensor, n_models: int) -> torch.Tensor:
     if not isinstance(span_log_probs, torch.Tensor) or span_log_probs.dim() != 2 or span_log_probs.shape[1] != n_models:
-        shape = tuple(span_log_probs.shape) if isinstance(span_log_probs, torch.Tensor) else type(span_log_probs).__name__
+        shape = (tuple(span_log_probs.shape) if isinstance(span_log_probs, torch.Tensor)
+                 else type(span_log_probs).__name__)
         raise ValueError(f"span_log_probs must be a [spans, {n_models}] tensor of log-probabilities; got {shape}")
     x = span_log_probs.detach().to(torch.float64).cpu()
     if bool((x > 0).any()) or bool(torch.isnan(x).any()):

@@ -63,7 +63,9 @@ class GenerationScores:
         """``targets`` split by document, each ``[positions, models]`` in the text's order."""
         if self.documents is None:
             return [self.targets]
-        return [self.targets[self.documents == d] for d in range(int(self.documents.max()) + 1)] if len(self.documents) else []
+        if not len(self.documents):
+            return []
+        return [self.targets[self.documents == d] for d in range(int(self.documents.max()) + 1)]
 
     def bits_per_byte(self, weights: Sequence[float]) -> float:
         """Bits per byte of the mixture ``sum_i w_i p_i`` (weights normalized to sum 1)."""

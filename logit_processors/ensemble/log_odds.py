@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
+from .. import numerics
 from ..core import DeviceCache
 from ..validate import NanPolicy, finite_floats
-from .. import numerics
 from .adaptive import AdaptiveMixture, AdaptiveRows
 from .combine import COMBINE_MODES, Combine, check_mixture, combine_log_probs, row_weighted_mixture, temperature_value
 from .with_members import WithMemberModels
