@@ -108,9 +108,9 @@ class AdaptiveMixture:
         if self.prior is not None:
             start = 0.5 * start + 0.5 * self.prior
         self._start = (start.log() - math.log(len(self.rates))).expand(len(self.rates), -1).clone()
-        self._log_grid = self.grid.log()  # log 0 = -inf: a model left out of that grid point
         rate = torch.tensor(self.rates, dtype=torch.float64)[:, None]
-        self._keep, self._share = torch.log1p(-rate), rate.log() - math.log(self.n_grid)
+        # log 0 = -inf: a model left out of a grid point; a rate of 0 shares nothing.
+        self._tables = {torch.device("cpu"): (self.grid.log(), torch.log1p(-rate), rate.log() - math.log(self.n_grid))}
 
     @property
     def n_models(self) -> int:
@@ -124,13 +124,19 @@ class AdaptiveMixture:
         """Nats per document over the best constant grid weight: ``ln R + ln G`` (``+ ln 2`` with a prior)."""
         return math.log(len(self.rates)) + math.log(self.n_grid) + (math.log(2.0) if self.prior is not None else 0.0)
 
-    def start(self, rows: int = 1) -> torch.Tensor:
-        """The prior, as the state of ``rows`` rows: ``[rows, R, G]`` log-probabilities."""
-        return self._start.expand(rows, -1, -1).clone()
+    def start(self, rows: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The prior, as the state of ``rows`` rows: ``[rows, R, G]`` log-probabilities (on ``device``)."""
+        return self._start.to(device).expand(rows, -1, -1).clone()
 
     def weights(self, state: torch.Tensor) -> torch.Tensor:
         """Each row's posterior mean weights ``[rows, K]`` (the weights its next prediction uses)."""
-        return torch.exp(numerics.logsumexp(state, dim=1)) @ self.grid
+        return torch.exp(numerics.logsumexp(state, dim=1)) @ self.grid.to(state.device)
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The log grid and the log rates on ``device``, copied there once (no copy per step)."""
+        if device not in self._tables:
+            self._tables[device] = tuple(t.to(device) for t in self._tables[torch.device("cpu")])
+        return self._tables[device]
 
     def update(self, state: torch.Tensor, log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Observe one outcome per row: ``log_probs [rows, K]``, each model's log-probability of it.
@@ -139,15 +145,16 @@ class AdaptiveMixture:
         the weights of ``state``: minus the code length). A row where every model gave the outcome
         probability 0 keeps its state (and gets ``-inf``).
         """
-        x = log_probs.to(torch.float64)
-        expert = numerics.logsumexp(self._log_grid + x[:, None, :], dim=-1)  # [rows, G]: log sum_i w_ji p_i
+        log_grid, keep, share = self._on(state.device)
+        x = log_probs.to(device=state.device, dtype=torch.float64)
+        expert = numerics.logsumexp(log_grid + x[:, None, :], dim=-1)  # [rows, G]: log sum_i w_ji p_i
         joint = state + expert[:, None, :]
         total = numerics.logsumexp(joint.flatten(1), dim=-1)  # [rows]: the prediction
         posterior = joint - total[:, None, None]
         rate_mass = numerics.logsumexp(posterior, dim=-1, keepdim=True)
         # Fixed share: each rate keeps its mass, a fraction alpha of it spread evenly over the grid.
-        spread = (rate_mass + self._share).expand_as(posterior)
-        shared = numerics.logsumexp(torch.stack([posterior + self._keep, spread]), dim=0)
+        spread = (rate_mass + share).expand_as(posterior)
+        shared = numerics.logsumexp(torch.stack([posterior + keep, spread]), dim=0)
         return torch.where(torch.isfinite(total)[:, None, None], shared, state), total
 
     def code_lengths(self, span_log_probs: torch.Tensor, state: torch.Tensor | None = None
@@ -219,18 +226,20 @@ class AdaptiveRows:
         self.last_weights: torch.Tensor | None = None
 
     def weights_for(self, input_ids: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
-        """Each row's weights ``[B, K]`` (float64, on the host) for this step's ``log_probs [K, B, V]``."""
+        """Each row's weights ``[B, K]`` (float64, on the device of ``log_probs``) for this step's
+        ``log_probs [K, B, V]``. The posteriors stay on that device (no host round trip of their own)."""
+        device = log_probs.device
         parents = continued_rows(self._history, input_ids) if self._log_probs is not None else None
         if parents is None:
-            state = self.mixture.start(input_ids.shape[0])
+            state = self.mixture.start(input_ids.shape[0], device)
         else:
-            rows = torch.arange(input_ids.shape[0]) if parents is True else parents.cpu()
-            chosen = input_ids[:, -1].to(self._log_probs.device)
-            previous = self._log_probs.index_select(1, rows.to(self._log_probs.device))
+            rows = torch.arange(input_ids.shape[0], device=device) if parents is True else parents.to(device)
+            chosen = input_ids[:, -1].to(device)
+            previous = self._log_probs.index_select(1, rows)
             width = previous.shape[-1]  # a token beyond the models' common range: no evidence, no update
             index = chosen.clamp(0, width - 1)[None, :, None].expand(previous.shape[0], -1, 1)
             picked = previous.gather(2, index)[:, :, 0].masked_fill((chosen >= width)[None, :], float("-inf"))
-            state, _ = self.mixture.update(self._state.index_select(0, rows), picked.T.cpu())
+            state, _ = self.mixture.update(self._state.index_select(0, rows), picked.T)
         self._history, self._log_probs, self._state = input_ids.clone(), log_probs, state
         self.last_weights = self.mixture.weights(state)
         return self.last_weights
