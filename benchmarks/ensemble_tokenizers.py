@@ -11,7 +11,10 @@ the tokens the re-encoded text gained (usually one), after rolling back the ones
 CPU-time ratios (medians of per-round ratios) are the verdict; wall clock is printed beside them.
 ``--adaptive`` also times the same ensemble with adaptive mixture weights (``adaptive=True``: a
 posterior over a weight grid updated per row at every step, :mod:`logit_processors.ensemble.adaptive`)
-in the same rounds, and reports its per-token time relative to the plain mixture's, side by side.
+in the same rounds, and reports its per-token time relative to the plain mixture's, side by side
+(the two generate different text, so the members' work differs too), and the combination step
+alone (both members' log-probs given, B=1, 49,152 tokens): plain mixture against adaptive
+(posterior update and per-row mixture), CPU ms per step (``--combination-only`` runs just that).
 
     python benchmarks/ensemble_tokenizers.py [--rounds 3] [--lengths 64,512] [--adaptive] [--json PATH]
 """
@@ -42,6 +45,41 @@ def generate(model, inputs, processors, new_tokens: int, pad_token_id: int):
     with torch.inference_mode():
         return model.generate(**inputs, logits_processor=processors, do_sample=False, max_new_tokens=new_tokens,
                               min_new_tokens=new_tokens, pad_token_id=pad_token_id)
+
+
+def combination_step(steps: int = 300, rounds: int = 5, vocabulary: int = 49_152) -> dict:
+    """CPU ms per step of the combination alone: the plain mixture against the adaptive one (the
+    posterior update from the last token, then the per-row mixture), B=1, medians of ``rounds``."""
+    from logit_processors import numerics
+    from logit_processors.ensemble.adaptive import AdaptiveMixture, AdaptiveRows
+    from logit_processors.ensemble.combine import combine_log_probs, row_weighted_mixture
+
+    generator = torch.Generator().manual_seed(0)
+    primary, member = torch.randn(1, vocabulary, generator=generator), torch.randn(1, vocabulary, generator=generator)
+    member = member.log_softmax(-1)
+    rows = AdaptiveRows(AdaptiveMixture.centered_at(list(WEIGHTS)))
+    history = [torch.zeros(1, 8, dtype=torch.long)]
+
+    def plain():
+        return combine_log_probs([primary, member], list(WEIGHTS), "mixture")
+
+    def adaptive():
+        history[0] = torch.cat([history[0], torch.randint(0, vocabulary, (1, 1), generator=generator)], dim=1)
+        log_probs = [numerics.log_softmax(primary), numerics.log_softmax(member)]
+        return row_weighted_mixture(log_probs, rows.weights_for(history[0], torch.stack(log_probs)))
+
+    times = {"plain": [], "adaptive": []}
+    for _ in range(rounds):
+        for name, step in (("plain", plain), ("adaptive", adaptive)):
+            history[0] = history[0][:, :8]
+            rows.reset()
+            start = time.process_time()
+            for _ in range(steps):
+                step()
+            times[name].append((time.process_time() - start) / steps * 1e3)
+    median = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    return {"cpu_ms_per_step": median, "ratio": median["adaptive"] / median["plain"], "steps": steps,
+            "rounds": rounds, "vocabulary": vocabulary}
 
 
 def run(rounds: int, lengths: list[int], log=print, adaptive: bool = False) -> dict:
@@ -112,10 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", default="64,512")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--adaptive", action="store_true", help="also time adaptive mixture weights, side by side")
+    parser.add_argument("--combination-only", action="store_true",
+                        help="time only the combination step, plain mixture against adaptive")
     parser.add_argument("--json", default="benchmarks/results/ensemble_tokenizers.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.combination_only:
+        step = combination_step()
+        print(f"combination step, CPU ms: plain {step['cpu_ms_per_step']['plain']:.3f}, adaptive "
+              f"{step['cpu_ms_per_step']['adaptive']:.3f} (ratio {step['ratio']:.3f})")
+        print(f"Wrote {write_json(args.json, {'combination_step': step})}")
+        return 0
     section = run(args.rounds, [int(x) for x in args.lengths.split(",")], adaptive=args.adaptive)
+    if args.adaptive:
+        section["combination_step"] = combination_step()
     print(f"Wrote {write_json(args.json, section)}")
     return 0
 
