@@ -136,7 +136,8 @@ def run(rounds: int, lengths: list[int], log=print, adaptive: bool = False) -> d
         print(f"{flat['name']}: cpu {flat['cpu']:.3f}, wall {flat['wall']:.3f}")
     for r in adaptive_ratios:
         print(f"adaptive / plain mixture at {r['new_tokens']} tokens: cpu {r['paired']:.3f} "
-              f"(medians {r['median']:.3f}), wall {r['wall_paired']:.3f}; final weights {[round(w, 3) for w in r['final_weights']]}")
+              f"(medians {r['median']:.3f}), wall {r['wall_paired']:.3f}; "
+              f"final weights {[round(w, 3) for w in r['final_weights']]}")
     print(f"[{'PASS' if target['pass'] else 'FAIL'}] {target['target']}")
     return {"meta": {"rounds": rounds, "lengths": lengths, "threads": torch.get_num_threads(), "weights": list(WEIGHTS),
                      "ensemble_build_s": build_s, "statistics": "median of per-round CPU-time ratios"},
