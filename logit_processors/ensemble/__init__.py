@@ -80,8 +80,8 @@ from .score_text import score_text
 from .with_members import WithMemberModels
 
 __all__ = [
-    "AdaptiveMixture",
     "COMBINE_MODES",
+    "AdaptiveMixture",
     "Combine",
     "ContrastiveDecoding",
     "LogOddsEnsemble",
