@@ -9,8 +9,14 @@ float32, one torch thread, B=1, a chat prompt). The ensemble is ``LogOddsEnsembl
 the tokens the re-encoded text gained (usually one), after rolling back the ones that changed.
 
 CPU-time ratios (medians of per-round ratios) are the verdict; wall clock is printed beside them.
+``--adaptive`` also times the same ensemble with adaptive mixture weights (``adaptive=True``: a
+posterior over a weight grid updated per row at every step, :mod:`logit_processors.ensemble.adaptive`)
+in the same rounds, and reports its per-token time relative to the plain mixture's, side by side
+(the two generate different text, so the members' work differs too), and the combination step
+alone (both members' log-probs given, B=1, 49,152 tokens): plain mixture against adaptive
+(posterior update and per-row mixture), CPU ms per step (``--combination-only`` runs just that).
 
-    python benchmarks/ensemble_tokenizers.py [--rounds 3] [--lengths 64,512] [--json PATH]
+    python benchmarks/ensemble_tokenizers.py [--rounds 3] [--lengths 64,512] [--adaptive] [--json PATH]
 """
 
 from __future__ import annotations
@@ -41,7 +47,42 @@ def generate(model, inputs, processors, new_tokens: int, pad_token_id: int):
                               min_new_tokens=new_tokens, pad_token_id=pad_token_id)
 
 
-def run(rounds: int, lengths: list[int], log=print) -> dict:
+def combination_step(steps: int = 300, rounds: int = 5, vocabulary: int = 49_152) -> dict:
+    """CPU ms per step of the combination alone: the plain mixture against the adaptive one (the
+    posterior update from the last token, then the per-row mixture), B=1, medians of ``rounds``."""
+    from logit_processors import numerics
+    from logit_processors.ensemble.adaptive import AdaptiveMixture, AdaptiveRows
+    from logit_processors.ensemble.combine import combine_log_probs, row_weighted_mixture
+
+    generator = torch.Generator().manual_seed(0)
+    primary, member = torch.randn(1, vocabulary, generator=generator), torch.randn(1, vocabulary, generator=generator)
+    member = member.log_softmax(-1)
+    rows = AdaptiveRows(AdaptiveMixture.centered_at(list(WEIGHTS)))
+    history = [torch.zeros(1, 8, dtype=torch.long)]
+
+    def plain():
+        return combine_log_probs([primary, member], list(WEIGHTS), "mixture")
+
+    def adaptive():
+        history[0] = torch.cat([history[0], torch.randint(0, vocabulary, (1, 1), generator=generator)], dim=1)
+        log_probs = [numerics.log_softmax(primary), numerics.log_softmax(member)]
+        return row_weighted_mixture(log_probs, rows.weights_for(history[0], torch.stack(log_probs)))
+
+    times = {"plain": [], "adaptive": []}
+    for _ in range(rounds):
+        for name, step in (("plain", plain), ("adaptive", adaptive)):
+            history[0] = history[0][:, :8]
+            rows.reset()
+            start = time.process_time()
+            for _ in range(steps):
+                step()
+            times[name].append((time.process_time() - start) / steps * 1e3)
+    median = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    return {"cpu_ms_per_step": median, "ratio": median["adaptive"] / median["plain"], "steps": steps,
+            "rounds": rounds, "vocabulary": vocabulary}
+
+
+def run(rounds: int, lengths: list[int], log=print, adaptive: bool = False) -> dict:
     primary, tokenizer = load_smollm2()
     member, member_tokenizer = load("gemma3-270m", progress=False)
     inputs = chat_inputs(tokenizer, 1)
@@ -51,6 +92,8 @@ def run(rounds: int, lengths: list[int], log=print) -> dict:
     started = time.perf_counter()
     ensemble = LogOddsEnsemble(member, list(WEIGHTS), "mixture", tokenizer=[tokenizer, member_tokenizer])
     build_s = time.perf_counter() - started
+    learning = LogOddsEnsemble(member, list(WEIGHTS), "mixture", tokenizer=[tokenizer, member_tokenizer], adaptive=True)
+    adaptive_ratios = []
     rows, ratios, samples = [], [], {}
     for tokens in lengths:
         cases = {
@@ -58,10 +101,16 @@ def run(rounds: int, lengths: list[int], log=print) -> dict:
             "member": lambda n=tokens: generate(member, member_inputs, [], n, member_tokenizer.pad_token_id),
             "ensemble": lambda n=tokens: generate(primary, inputs, [ensemble], n, tokenizer.pad_token_id),
         }
+        if adaptive:
+            cases["adaptive"] = lambda n=tokens: generate(primary, inputs, [learning], n, tokenizer.pad_token_id)
         wall, cpu, outputs = time_interleaved(cases, rounds, f"{tokens} tokens", log)
         rows += [row("tokenizers", "gemma3-270m", 1, tokens, case, wall[case], cpu[case]) for case in cases]
         ratios.append({"name": "ensemble / (primary + member)", "member": "gemma3-270m", "batch": 1,
                        "new_tokens": tokens, **ratio(wall, cpu, "ensemble", ["primary", "member"])})
+        if adaptive:
+            adaptive_ratios.append({"name": "adaptive / plain mixture", "new_tokens": tokens,
+                                    **ratio(wall, cpu, "adaptive", ["ensemble"]),
+                                    "final_weights": learning.adaptive_weights[0].tolist()})
         samples[tokens] = tokenizer.decode(outputs["ensemble"][0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         counts = ensemble.counts
         log(f"  member tokens run per generated token: {counts['fed'] / max(1, counts['continue']):.2f} "
@@ -85,11 +134,15 @@ def run(rounds: int, lengths: list[int], log=print) -> dict:
               f"{r['median']:.3f}), wall {r['wall_paired']:.3f}")
     if flat:
         print(f"{flat['name']}: cpu {flat['cpu']:.3f}, wall {flat['wall']:.3f}")
+    for r in adaptive_ratios:
+        print(f"adaptive / plain mixture at {r['new_tokens']} tokens: cpu {r['paired']:.3f} "
+              f"(medians {r['median']:.3f}), wall {r['wall_paired']:.3f}; "
+              f"final weights {[round(w, 3) for w in r['final_weights']]}")
     print(f"[{'PASS' if target['pass'] else 'FAIL'}] {target['target']}")
     return {"meta": {"rounds": rounds, "lengths": lengths, "threads": torch.get_num_threads(), "weights": list(WEIGHTS),
                      "ensemble_build_s": build_s, "statistics": "median of per-round CPU-time ratios"},
             "rows": rows, "ratios": ratios, "flat": flat, "targets": [target],
-            "samples": {str(k): v for k, v in samples.items()}}
+            "samples": {str(k): v for k, v in samples.items()}, "adaptive": adaptive_ratios}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,10 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lengths", default="64,512")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--adaptive", action="store_true", help="also time adaptive mixture weights, side by side")
+    parser.add_argument("--combination-only", action="store_true",
+                        help="time only the combination step, plain mixture against adaptive")
     parser.add_argument("--json", default="benchmarks/results/ensemble_tokenizers.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    section = run(args.rounds, [int(x) for x in args.lengths.split(",")])
+    if args.combination_only:
+        step = combination_step()
+        print(f"combination step, CPU ms: plain {step['cpu_ms_per_step']['plain']:.3f}, adaptive "
+              f"{step['cpu_ms_per_step']['adaptive']:.3f} (ratio {step['ratio']:.3f})")
+        print(f"Wrote {write_json(args.json, {'combination_step': step})}")
+        return 0
+    section = run(args.rounds, [int(x) for x in args.lengths.split(",")], adaptive=args.adaptive)
+    if args.adaptive:
+        section["combination_step"] = combination_step()
     print(f"Wrote {write_json(args.json, section)}")
     return 0
 

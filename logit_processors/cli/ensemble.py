@@ -7,7 +7,9 @@
 directory written by ``save_pretrained`` or a hub id; weight 1 if omitted, negative allowed) to a
 :class:`~logit_processors.LogOddsEnsemble` whose primary is ``--model``, weighted
 ``--primary-weight`` (default 1) and combined by ``--combine`` (``logprob``, ``logodds`` or
-``mixture``). A member with another tokenizer (``--model smollm2 --ensemble gemma3-270m``) reads
+``mixture``; ``--adaptive``: mixture weights that learn online per row from the tokens generated,
+starting from the given weights, :mod:`logit_processors.ensemble.adaptive`). A member with another
+tokenizer (``--model smollm2 --ensemble gemma3-270m``) reads
 the same text in its own tokens (:mod:`logit_processors.runtime.aligned_members`).
 ``--contrastive AMATEUR`` makes the primary the expert of
 :class:`~logit_processors.ContrastiveDecoding` (``--alpha``, ``--plausibility``).
@@ -73,6 +75,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--combine", choices=("logprob", "logodds", "mixture"), default=None,
                        help="add weighted log-probabilities (product of experts; the default) or log-odds, or average "
                             "the probabilities (mixture)")
+    group.add_argument("--adaptive", action="store_true", default=None,
+                       help="mixture weights that learn, per row, from each model's probability of the tokens "
+                            "generated so far, starting from the given weights (implies --combine mixture)")
     group.add_argument("--primary-weight", type=_finite, default=None, metavar="W",
                        help="weight of --model in the ensemble (default 1)")
     group.add_argument("--contrastive", metavar="AMATEUR", default=None,
@@ -89,11 +94,17 @@ def check_flags(args: argparse.Namespace) -> None:
     if ensemble and contrastive:
         raise fail("use either --ensemble or --contrastive, not both")
     for flag, needs, given in (("combine", "ensemble", ensemble), ("primary_weight", "ensemble", ensemble),
+                               ("adaptive", "ensemble", ensemble),
                                ("alpha", "contrastive", contrastive), ("plausibility", "contrastive", contrastive)):
         if getattr(args, flag, None) is not None and not given:
             raise fail(f"--{flag.replace('_', '-')} needs --{needs}")
     if getattr(args, "guard", None) is not None and (ensemble or contrastive):
         raise fail("--guard cannot be combined with --ensemble or --contrastive")
+    if getattr(args, "adaptive", None) and getattr(args, "combine", None) not in (None, "mixture"):
+        raise fail("argument --adaptive: adaptive weights are mixture weights; use --combine mixture, "
+                   f"not {args.combine}")
+    if getattr(args, "adaptive", None) and any(w < 0 for w in _weights(args)):
+        raise fail(f"argument --adaptive: mixture weights must be >= 0; got {_weights(args)}")
     if ensemble and all(w == 0 for w in _weights(args)):
         raise fail(f"argument --ensemble: at least one weight must be nonzero; got {_weights(args)}")
     if getattr(args, "alpha", None) is not None and args.alpha < 0:
@@ -117,6 +128,8 @@ def processors(args: argparse.Namespace, tokenizer) -> list:
                   for name in ([name for name, _ in ensemble] or [contrastive])]
         models, tokenizers = [m for m, _ in loaded], [tokenizer, *(t for _, t in loaded)]
         if ensemble:
+            if getattr(args, "adaptive", None):
+                return [LogOddsEnsemble(models, _weights(args), combine="mixture", tokenizer=tokenizers, adaptive=True)]
             return [LogOddsEnsemble(models, _weights(args), combine=args.combine or "logprob", tokenizer=tokenizers)]
         return [ContrastiveDecoding(
             models[0],

@@ -6,13 +6,15 @@
     logit-processors score-text heldout.txt --model smollm2 --ensemble gemma3-270m:0.6 --primary-weight 0.4
     logit-processors score-text heldout.txt --model smollm2 --ensemble gemma3-270m --fit fit.txt --calibrate \\
         --combine logprob --generation
+    logit-processors score-text heldout.txt --model smollm2 --ensemble gemma3-270m --fit fit.txt --adaptive --json
 
 Prints one JSON object (``--json``) or a short table: ``{"bytes": N, "members": {"smollm2": bpb,
 "gemma3-270m": bpb}, "ensemble": bpb, "weights": [...], ...}``, bits per byte on FILE. The models
 may have different tokenizers (they are compared on bytes). Weights come from ``--ensemble
 NAME[:W]`` and ``--primary-weight`` (given), or are fitted on ``--fit FIT_FILE`` (never on FILE);
 ``--calibrate`` first fits each model's temperature on FIT_FILE
-(:class:`~logit_processors.calibration.CalibratedTemperature`). A file holding the ASCII record
+(:class:`~logit_processors.calibration.CalibratedTemperature`); ``--adaptive`` adds ``"adaptive"``: the
+mixture whose weights learn online (:mod:`logit_processors.ensemble.adaptive`). A file holding the ASCII record
 separator (``\\x1e``) on a line of its own is several documents, each scored from its start token.
 What is exact and what is approximated: :mod:`logit_processors.ensemble.score_text`.
 """
@@ -52,11 +54,17 @@ def add_commands(commands, model_options: argparse.ArgumentParser) -> None:
     command.add_argument("--calibrate", action="store_true", help="fit each model's temperature on FIT_FILE first")
     command.add_argument("--generation", action="store_true",
                          help="also score the mixture the ensemble generates from (on --model's tokens)")
+    command.add_argument("--adaptive", action="store_true",
+                         help="also score mixture weights learned online from the text scored so far (each document "
+                              "from a prior fitted on --fit, or centred on the given weights)")
     command.add_argument("--json", action="store_true", help="print one JSON object")
     command.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.adaptive and args.combine != "mixture":
+        raise fail("argument --adaptive: adaptive weights are mixture weights; use --combine mixture, "
+                   f"not {args.combine}")
     if args.calibrate and args.fit is None:
         raise fail("argument --calibrate: needs --fit FIT_FILE (temperatures are never fitted on the scored text)")
     weights = None
@@ -82,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
                         for m, t in zip(models, tokenizers, strict=True)]
     try:
         result = score_text(models, tokenizers, texts, fit_texts=fit_texts, weights=weights, combine=args.combine,
-                            temperatures=temperatures, generation=args.generation, names=names)
+                            temperatures=temperatures, generation=args.generation, names=names,
+                            adaptive=args.adaptive)
     except ValueError as error:
         raise fail(one_line(error)) from error
     print(json.dumps(result) if args.json else table(result))
@@ -101,6 +110,12 @@ def table(result: dict) -> str:
     gain = 1 - result["ensemble"] / best if best > 0 and math.isfinite(result["ensemble"]) else float("nan")
     lines.append(f"  {'ensemble (' + result['combine'] + ')':24s} {result['ensemble']:.4f}  "
                  f"({gain:+.1%} vs the better member; weights {[round(w, 3) for w in result['weights']]})")
+    if "adaptive" in result:
+        adaptive = result["adaptive"]
+        lines.append(f"  {'adaptive mixture':24s} {adaptive['ensemble']:.4f}  ({1 - adaptive['ensemble'] / best:+.1%}; "
+                     f"final weights {[round(w, 3) for w in adaptive['final_weights'][-1]]})")
     if "generation" in result:
         lines.append(f"  {'generation mode':24s} {result['generation']['ensemble']:.4f}")
+        if "adaptive" in result["generation"]:
+            lines.append(f"  {'generation, adaptive':24s} {result['generation']['adaptive']['ensemble']:.4f}")
     return "\n".join(lines)

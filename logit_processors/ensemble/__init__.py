@@ -25,7 +25,10 @@ first (:mod:`logit_processors.calibration`: a fitted temperature per model, give
 ``temperatures``): adding log-odds assumes each model's confidence means what it says.
 Negative weights subtract a model (DExperts, Liu et al., 2021; proxy-tuning, Liu et al., 2024);
 :class:`ContrastiveDecoding` is the expert-minus-amateur special case with a plausibility cut.
-``combine="mixture"`` is the linear pool ``p = sum_i w_i p_i / sum_i w_i`` (weights >= 0).
+``combine="mixture"`` is the linear pool ``p = sum_i w_i p_i / sum_i w_i`` (weights >= 0); with
+``adaptive=True`` its weights learn online, per row, from each model's probability of the tokens
+generated so far (:mod:`.adaptive`: a Bayes mixture over a weight grid with fixed-share switching,
+within ``ln R + ln G`` nats of the best constant grid weight in hindsight).
 
 Members with **another tokenizer** (given in ``tokenizer=[primary's, member's, ...]``) read the
 primary's text in their own tokens; their probability of each primary token comes from that
@@ -53,8 +56,9 @@ Guarantees:
 
 The room: :mod:`.combine` (the math on score tensors, and the tokenizer check),
 :mod:`.with_members` (the base of processors that run other models), :mod:`.log_odds`
-(:class:`LogOddsEnsemble`), :mod:`.contrastive` (:class:`ContrastiveDecoding`), and scoring on
-bytes: :mod:`.byte_spans`, :mod:`.generation_score`, :mod:`.score_text`.
+(:class:`LogOddsEnsemble`), :mod:`.contrastive` (:class:`ContrastiveDecoding`), :mod:`.adaptive`
+(:class:`AdaptiveMixture`: mixture weights learned online), and scoring on bytes:
+:mod:`.byte_spans`, :mod:`.generation_score`, :mod:`.score_text`.
 
 Example:
     >>> from logit_processors import LogOddsEnsemble
@@ -68,6 +72,7 @@ Example:
     (2, 1)
 """
 
+from .adaptive import AdaptiveMixture
 from .combine import COMBINE_MODES, Combine, check_same_vocabulary, combine_log_probs, tokenizer_relation
 from .contrastive import ContrastiveDecoding
 from .log_odds import LogOddsEnsemble
@@ -76,6 +81,7 @@ from .with_members import WithMemberModels
 
 __all__ = [
     "COMBINE_MODES",
+    "AdaptiveMixture",
     "Combine",
     "ContrastiveDecoding",
     "LogOddsEnsemble",

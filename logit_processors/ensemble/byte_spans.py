@@ -139,8 +139,12 @@ class TextScores:
 
     def matrix(self) -> torch.Tensor:
         """``[spans, models]`` float64 log-probabilities of every span of every text."""
-        rows = [torch.tensor(text, dtype=torch.float64).T for text in self.spans if text and text[0]]
+        rows = self.per_document()
         return torch.cat(rows) if rows else torch.zeros(0, self.n_models, dtype=torch.float64)
+
+    def per_document(self) -> list[torch.Tensor]:
+        """One ``[spans, models]`` float64 matrix per text that has spans, in order."""
+        return [torch.tensor(text, dtype=torch.float64).T for text in self.spans if text and text[0]]
 
     def mixture_bits_per_byte(self, weights: Sequence[float]) -> float:
         """Bits per byte of the linear mixture ``sum_i w_i p_i`` per span (weights normalized to sum 1)."""

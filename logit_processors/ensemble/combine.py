@@ -95,6 +95,16 @@ def _mixture(scores, weights, temperatures) -> torch.Tensor:
     return numerics.log_softmax(mixed.masked_fill_(primary_masked, NEG_INF))
 
 
+def row_weighted_mixture(log_probs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """The linear pool with each row's own weights: ``log sum_i w_ri p_i`` from ``log_probs[i] [B, V]``
+    (normalized log-probabilities, the primary's first) and ``weights [B, K]`` (rows summing to 1);
+    tokens the primary masks stay masked, the others' mass on them is dropped (then renormalized)."""
+    stacked = torch.stack([numerics.as_float32(x) for x in log_probs])  # [K, B, V]
+    log_w = weights.to(device=stacked.device, dtype=stacked.dtype).log().T[:, :, None]
+    mixed = torch.logsumexp(stacked + log_w, dim=0)
+    return numerics.log_softmax(mixed.masked_fill_(stacked[0] == NEG_INF, NEG_INF))
+
+
 def temperature_value(name: str, value: object) -> float:
     """A temperature as a float: a positive number, or anything with a ``.temperature`` attribute
     (e.g. a fitted :class:`logit_processors.calibration.CalibratedTemperature`)."""

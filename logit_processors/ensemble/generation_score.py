@@ -49,13 +49,23 @@ class GenerationScores:
     primary's tokens) of the actual next token; ``product [positions, len(weights)]``: the
     normalized product of experts' (``"logprob"``: weighted log-probs added; ``"logodds"``:
     weighted log-odds) at each ``(primary weight, member weight)`` of ``weights``; ``n_bytes``:
-    the text's length.
+    the text's length; ``documents [positions]``: the document each position belongs to (positions
+    of one document are in order).
     """
 
     targets: torch.Tensor
     product: torch.Tensor | None
     n_bytes: int
     weights: list[tuple[float, float]]
+    documents: torch.Tensor | None = None
+
+    def per_document(self) -> list[torch.Tensor]:
+        """``targets`` split by document, each ``[positions, models]`` in the text's order."""
+        if self.documents is None:
+            return [self.targets]
+        if not len(self.documents):
+            return []
+        return [self.targets[self.documents == d] for d in range(int(self.documents.max()) + 1)]
 
     def bits_per_byte(self, weights: Sequence[float]) -> float:
         """Bits per byte of the mixture ``sum_i w_i p_i`` (weights normalized to sum 1)."""
@@ -99,7 +109,7 @@ def generation_scores(primary, primary_tokenizer, members: Sequence, member_toke
     streams = [_primary_rows(primary, start + ids, temperatures[0], len(codec), len(start) - 1) for ids in documents]
     steps = max((len(ids) for ids in documents), default=0)
     history = torch.tensor([start] * len(documents), dtype=torch.long)
-    targets, products = [], []
+    targets, products, owners = [], [], []
     pairs = [tuple(map(float, w)) for w in (product_weights or [(1.0, w) for w in PRODUCT_WEIGHTS])]
     for step in range(steps):
         primary_rows = [next(streams[row]) if step < len(ids) else None for row, ids in enumerate(documents)]
@@ -114,13 +124,15 @@ def generation_scores(primary, primary_tokenizer, members: Sequence, member_toke
             primary_row = primary_rows[row]
             picked = [float(primary_row[target])] + [float(m[row, target]) for m in member_rows]
             targets.append(picked)
+            owners.append(row)
             if product and len(readers) == 1:
                 pair = [primary_row[None], member_rows[0][row : row + 1]]  # what the ensemble combines
                 products.append([float(combine_log_probs(pair, list(w), product)[0, target]) for w in pairs])
         history = torch.cat([history, torch.tensor(column)[:, None]], dim=1)
     n_bytes = sum(len(text.encode("utf-8")) for text in texts)
     product_scores = torch.tensor(products, dtype=torch.float64) if products else None
-    return GenerationScores(torch.tensor(targets, dtype=torch.float64), product_scores, n_bytes, pairs)
+    return GenerationScores(torch.tensor(targets, dtype=torch.float64), product_scores, n_bytes, pairs,
+                            torch.tensor(owners, dtype=torch.long))
 
 
 def _primary_rows(model, window: list[int], temperature: float, n_tokens: int, skip: int):

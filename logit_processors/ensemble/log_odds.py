@@ -7,9 +7,11 @@ from collections.abc import Sequence
 
 import torch
 
+from .. import numerics
 from ..core import DeviceCache
 from ..validate import NanPolicy, finite_floats
-from .combine import COMBINE_MODES, Combine, check_mixture, combine_log_probs, temperature_value
+from .adaptive import AdaptiveMixture, AdaptiveRows
+from .combine import COMBINE_MODES, Combine, check_mixture, combine_log_probs, row_weighted_mixture, temperature_value
 from .with_members import WithMemberModels
 
 
@@ -38,6 +40,14 @@ class LogOddsEnsemble(WithMemberModels):
             masked) and, by default, ``pad_token_id``.
         pad_token_id: token whose leading run in a prompt is left padding (default: the
             tokenizer's, else the first member's generation config); see :meth:`set_attention_mask`.
+        adaptive: ``combine="mixture"`` only. ``True``: the mixture weights learn online, per row,
+            from each model's probability of the token the row actually got
+            (:mod:`logit_processors.ensemble.adaptive`: a Bayes mixture over a weight grid with
+            fixed-share switching), starting every row of every ``generate()`` call from a prior
+            centred on ``weights`` (half uniform); or an
+            :class:`~logit_processors.ensemble.adaptive.AdaptiveMixture` to start from. Every member
+            runs (a weight of 0 is only where the prior starts). :attr:`adaptive_weights` holds each
+            row's weights at the last step.
 
     Output: the ensemble's log-probabilities, in the dtype of the scores (computed in float32).
 
@@ -65,6 +75,7 @@ class LogOddsEnsemble(WithMemberModels):
         *,
         pad_token_id: int | None = None,
         on_nan: NanPolicy = "raise",
+        adaptive: bool | AdaptiveMixture = False,
     ):
         members = _model_list("members", members)
         if not members:
@@ -75,10 +86,12 @@ class LogOddsEnsemble(WithMemberModels):
         self.weights = _weights(weights, len(members))
         if combine == "mixture":
             check_mixture(self.weights, prior)
+        self._adaptive_rows = _adaptive_rows(adaptive, combine, self.weights)
         self.temperatures = _temperatures(temperatures, len(members))
         self._cache = DeviceCache()
         models, names = list(members), [f"member #{i}" for i in range(len(members))]
-        run = [i for i, w in enumerate(self.weights[1:]) if w != 0]  # weight 0: left out
+        # weight 0: left out (adaptive weights may move there: every member runs)
+        run = [i for i, w in enumerate(self.weights[1:]) if w != 0 or self._adaptive_rows is not None]
         self._prior_log_probs = None
         self._prior_is_model = isinstance(prior, torch.nn.Module)
         if self._prior_is_model:
@@ -101,20 +114,48 @@ class LogOddsEnsemble(WithMemberModels):
             fields["temperatures"] = self.temperatures
         if self._prior_is_model or self._prior_log_probs is not None:
             fields["prior"] = "model" if self._prior_is_model else "distribution"
+        if self._adaptive_rows is not None:
+            fields["adaptive"] = True
         return fields
+
+    @property
+    def adaptive_weights(self) -> torch.Tensor | None:
+        """With ``adaptive``: each row's mixture weights ``[B, N + 1]`` at the last step (float64)."""
+        return self._adaptive_rows.last_weights if self._adaptive_rows is not None else None
+
+    def reset(self) -> None:
+        """Free the member models' caches (and forget the adaptive weights' rows)."""
+        super().reset()
+        if self._adaptive_rows is not None:
+            self._adaptive_rows.reset()
 
     def process(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         logits, width = self._member_logits(input_ids, scores)
+        if self._adaptive_rows is not None:
+            return self._finish(type(self).__name__, scores, self._adaptive_mixture(input_ids, scores, logits, width),
+                                width)
         prior = logits.pop() if self._prior_runs else self._fixed_prior(width, scores.device)
         combined = combine_log_probs(
             [scores[:, :width], *logits],
             [self.weights[i] for i in self._used],
             self.combine,
-            # Members read on text come as log-probs with their temperature applied.
-            [1.0 if i > 0 and self._is_aligned(i - 1) else self.temperatures[i] for i in self._used],
+            self._source_temperatures(),
             prior=prior,
         )
         return self._finish(type(self).__name__, scores, combined, width)
+
+    def _adaptive_mixture(self, input_ids, scores, logits, width) -> torch.Tensor:
+        """The mixture with each row's adaptive weights, which first learn from the token each row gained."""
+        log_probs = [
+            numerics.log_softmax(x if t == 1 else numerics.shifted_by_temperature(x, t))
+            for x, t in zip([scores[:, :width], *logits], self._source_temperatures(), strict=True)
+        ]
+        weights = self._adaptive_rows.weights_for(input_ids, torch.stack(log_probs))
+        return row_weighted_mixture(log_probs, weights)
+
+    def _source_temperatures(self) -> list[float]:
+        # Members read on text come as log-probs with their temperature applied.
+        return [1.0 if i > 0 and self._is_aligned(i - 1) else self.temperatures[i] for i in self._used]
 
     def _fixed_prior(self, width: int, device: torch.device) -> torch.Tensor | None:
         if self._prior_log_probs is None:
@@ -122,6 +163,20 @@ class LogOddsEnsemble(WithMemberModels):
         if self._prior_log_probs.shape[0] < width:
             raise ValueError(f"prior has {self._prior_log_probs.shape[0]} entries but the models share {width} tokens")
         return self._cache.get(device, torch.float32, ("prior", width), lambda: self._prior_log_probs[:width])
+
+
+def _adaptive_rows(adaptive: object, combine: str, weights: list[float]) -> AdaptiveRows | None:
+    """Per-row adaptive weights for ``adaptive`` (False: None), else a ValueError naming it."""
+    if adaptive is False:
+        return None
+    if not (adaptive is True or isinstance(adaptive, AdaptiveMixture)):
+        raise ValueError(f"adaptive must be True, False or an AdaptiveMixture; got {adaptive!r}")
+    if combine != "mixture":
+        raise ValueError(f"adaptive weights are mixture weights: adaptive needs combine='mixture'; got {combine!r}")
+    if isinstance(adaptive, AdaptiveMixture) and adaptive.n_models != len(weights):
+        raise ValueError(f"adaptive mixes {adaptive.n_models} models but the ensemble has {len(weights)} "
+                         "(the primary and its members)")
+    return AdaptiveRows(adaptive if isinstance(adaptive, AdaptiveMixture) else AdaptiveMixture.centered_at(weights))
 
 
 def _model_list(name: str, models: object) -> list:

@@ -21,7 +21,10 @@ and what is approximated:
   tokenization (:mod:`.generation_score`); two models only.
 
 ``generation=True`` also scores that generation-mode distribution for the mixture (first model the
-primary). Weights are given, or fitted on ``fit_texts`` (EM for mixtures, a grid of member
+primary). ``adaptive=True`` (mixtures) adds ``"adaptive"``: the mixture whose weights learn online
+from the spans (or, in generation mode, tokens) scored so far (:mod:`.adaptive`), each document
+from a prior: fitted on ``fit_texts`` if given, else centred on ``weights`` (half uniform either
+way), or an :class:`~.adaptive.AdaptiveMixture` passed as ``adaptive``. Weights are given, or fitted on ``fit_texts`` (EM for mixtures, a grid of member
 weights for products); ``temperatures`` (numbers or fitted
 :class:`~logit_processors.calibration.CalibratedTemperature`) divide each model's logits first.
 
@@ -41,7 +44,8 @@ from collections.abc import Sequence
 
 from ..runtime.text_codec import TextCodec
 from ..validate import finite_floats
-from .byte_spans import fit_mixture_weights, score_spans
+from .adaptive import AdaptiveMixture
+from .byte_spans import LOG2, fit_mixture_weights, score_spans
 from .combine import COMBINE_MODES, check_mixture, temperature_value
 from .generation_score import generation_scores
 
@@ -49,11 +53,11 @@ from .generation_score import generation_scores
 def score_text(models: Sequence, tokenizers: Sequence, texts: str | Sequence[str], *,
                fit_texts: str | Sequence[str] | None = None, weights: Sequence[float] | None = None,
                combine: str = "mixture", temperatures: Sequence[object] | None = None, generation: bool = False,
-               names: Sequence[str] | None = None) -> dict:
+               names: Sequence[str] | None = None, adaptive: bool | AdaptiveMixture = False) -> dict:
     """Bits per byte of every model and of their ensemble on ``texts`` (a string, or documents each
     scored from its own start token); see the module docstring. Returns a JSON-able dict:
     ``{"bytes", "members": {name: bits per byte}, "ensemble", "weights", "combine", "temperatures",
-    "spans"}`` (and ``"fit"``, ``"generation"`` when asked)."""
+    "spans"}`` (and ``"fit"``, ``"generation"``, ``"adaptive"`` when asked)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     fit_texts = [fit_texts] if isinstance(fit_texts, str) else (list(fit_texts) if fit_texts is not None else None)
     names = list(names) if names is not None else [f"model #{k}" for k in range(len(models))]
@@ -62,6 +66,12 @@ def score_text(models: Sequence, tokenizers: Sequence, texts: str | Sequence[str
                          f"tokenizers and {len(names)} names")
     if combine not in COMBINE_MODES:
         raise ValueError(f"combine must be one of {COMBINE_MODES}; got {combine!r}")
+    if not isinstance(adaptive, (bool, AdaptiveMixture)):
+        raise ValueError(f"adaptive must be True, False or an AdaptiveMixture; got {adaptive!r}")
+    if adaptive is not False and combine != "mixture":
+        raise ValueError(f"adaptive weights are mixture weights: use combine='mixture' with adaptive; got {combine!r}")
+    if isinstance(adaptive, AdaptiveMixture) and adaptive.n_models != len(models):
+        raise ValueError(f"adaptive mixes {adaptive.n_models} models but {len(models)} models were given")
     if weights is None and fit_texts is None:
         raise ValueError("give the ensemble's weights, or fit_texts to fit them on (never the scored text itself)")
     if weights is not None:
@@ -80,14 +90,18 @@ def score_text(models: Sequence, tokenizers: Sequence, texts: str | Sequence[str
     if fit_texts is not None:
         result["fit"] = {"documents": len(fit_texts), "bytes": sum(len(t.encode("utf-8")) for t in fit_texts)}
     if combine == "mixture":
+        fit_matrix = score_spans(models, codecs, fit_texts, temps).matrix() if fit_texts is not None else None
         if weights is None:
-            weights = fit_mixture_weights(score_spans(models, codecs, fit_texts, temps).matrix())
+            weights = fit_mixture_weights(fit_matrix)
         result.update(ensemble=scores.mixture_bits_per_byte(weights), weights=_normalized(weights))
+        if adaptive is not False:
+            mixture = _adaptive_mixture(adaptive, fit_matrix, weights)
+            result["adaptive"] = _adaptive_scores(mixture, scores.per_document(), scores.n_bytes)
     else:
         result.update(_product(models, tokenizers, texts, fit_texts, weights, combine, temps))
     if generation:
         result["generation"] = _generation_mixture(models, tokenizers, texts, fit_texts,
-                                                   given if combine == "mixture" else None, temps)
+                                                   given if combine == "mixture" else None, temps, adaptive)
     return result
 
 
@@ -111,11 +125,31 @@ def _product(models, tokenizers, texts, fit_texts, weights, combine, temps) -> d
             "note": "normalized at every step over the first model's vocabulary (generation mode)"}
 
 
-def _generation_mixture(models, tokenizers, texts, fit_texts, weights, temps) -> dict:
+def _generation_mixture(models, tokenizers, texts, fit_texts, weights, temps, adaptive=False) -> dict:
     args = (models[0], tokenizers[0], list(models[1:]), list(tokenizers[1:]))
     held = generation_scores(*args, texts, temperatures=temps, product=None)
+    fit = generation_scores(*args, fit_texts, temperatures=temps, product=None) if fit_texts is not None else None
     if weights is None:
-        weights = generation_scores(*args, fit_texts, temperatures=temps, product=None).fit_mixture()
-    return {"ensemble": held.bits_per_byte(weights), "weights": _normalized(weights),
-            "members_on_primary_tokens": [held.bits_per_byte([float(k == j) for k in range(len(models))])
-                                          for j in range(len(models))]}
+        weights = fit.fit_mixture()
+    out = {"ensemble": held.bits_per_byte(weights), "weights": _normalized(weights),
+           "members_on_primary_tokens": [held.bits_per_byte([float(k == j) for k in range(len(models))])
+                                         for j in range(len(models))]}
+    if adaptive is not False:
+        mixture = _adaptive_mixture(adaptive, fit.targets if fit is not None else None, weights)
+        out["adaptive"] = _adaptive_scores(mixture, held.per_document(), held.n_bytes)
+    return out
+
+
+def _adaptive_mixture(adaptive, fit_matrix, weights) -> AdaptiveMixture:
+    """The given mixture, else one whose prior is fitted on the fit text, else centred on ``weights``."""
+    if isinstance(adaptive, AdaptiveMixture):
+        return adaptive
+    return AdaptiveMixture.fitted(fit_matrix) if fit_matrix is not None else AdaptiveMixture.centered_at(weights)
+
+
+def _adaptive_scores(mixture: AdaptiveMixture, documents, n_bytes: int) -> dict:
+    nats, final = mixture.score_documents(documents)
+    prior = "uniform" if mixture.prior is None else "half uniform, half fitted or given"
+    return {"ensemble": nats / LOG2 / n_bytes if n_bytes else float("nan"), "final_weights": final,
+            "prior": prior, "grid": mixture.n_grid, "rates": mixture.rates,
+            "regret_bound_nats_per_document": mixture.regret_bound(), "restart": "per document"}
