@@ -44,6 +44,7 @@ import torch
 from .. import numerics
 from ..gaps.stats import GapStats, gap_stats
 from ..gaps.trace import TokenDecoder, Trace, sequence_trace
+from ..runtime.memory import release_freed_memory
 from ..runtime.model_inputs import cache_kwarg, check_length, model_device, output_cache
 from ..runtime.prompts import EncodedPrompt, Message, encode_prompt
 from ..validate import positive_int
@@ -172,6 +173,7 @@ def prompt_stats(
         batch = [encoded[i] for i in chunk]
         for i, stats in zip(chunk, runner.run(batch, keep_next_logits, top_k, hidden_layer), strict=True):
             results[i] = stats
+        release_freed_memory()  # else the heap fragments over many batches (see runtime.memory)
     return results  # type: ignore[return-value]
 
 

@@ -9,6 +9,7 @@
   tokenizer run in step with ``generate()`` on the same text (token bytes, the map between
   vocabularies, and the member whose cache follows the re-encoded text);
 * :mod:`.streamed_logits`: teacher-forced logits of long texts in bounded memory.
+* :mod:`.memory`: freed heap memory given back to the system between large batches.
 """
 
 from .generation import neutral_sampling_settings, run_generate
