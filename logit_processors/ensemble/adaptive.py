@@ -183,7 +183,7 @@ class AdaptiveMixture:
     def fitted(cls, span_log_probs: torch.Tensor, **options) -> AdaptiveMixture:
         """A mixture whose prior is the grid's Bayes posterior (uniform start, no switching) after
         ``span_log_probs [spans, K]`` of separate fit text."""
-        x = _span_matrix(span_log_probs, span_log_probs.shape[1] if span_log_probs.dim() == 2 else 0)
+        x = _span_matrix(span_log_probs, None)
         grid = simplex_grid(x.shape[1], options.get("steps", STEPS))
         log_likelihood = numerics.logsumexp(grid.log()[None] + x[:, None, :], dim=-1).sum(dim=0)
         return cls(x.shape[1], prior=torch.softmax(log_likelihood, dim=0), **options)
@@ -245,6 +245,22 @@ class AdaptiveRows:
         return self.last_weights
 
 
+def check_adaptive(adaptive: object, combine: str, n_models: int) -> None:
+    """The one check of an ``adaptive=`` argument (of :class:`~logit_processors.LogOddsEnsemble` and
+    :func:`~logit_processors.ensemble.score_text.score_text`): ``False``, ``True`` or an
+    :class:`AdaptiveMixture` of ``n_models`` models, with ``combine="mixture"``; else a ValueError."""
+    if adaptive is False:
+        return
+    if not (adaptive is True or isinstance(adaptive, AdaptiveMixture)):
+        raise ValueError(f"adaptive must be True, False or an AdaptiveMixture; got {adaptive!r}")
+    if combine != "mixture":
+        raise ValueError(f"adaptive weights are mixture weights: adaptive needs combine='mixture'; got {combine!r} "
+                         "(use combine='mixture' with adaptive, or adaptive=False)")
+    if isinstance(adaptive, AdaptiveMixture) and adaptive.n_models != n_models:
+        raise ValueError(f"adaptive mixes {adaptive.n_models} models but the ensemble has {n_models} "
+                         "(the primary and its members)")
+
+
 def _grid_distribution(prior, n_grid: int) -> torch.Tensor:
     p = torch.as_tensor(prior, dtype=torch.float64).flatten() if not isinstance(prior, torch.Tensor) \
         else prior.detach().double().cpu().flatten()
@@ -254,15 +270,18 @@ def _grid_distribution(prior, n_grid: int) -> torch.Tensor:
     return p / p.sum()
 
 
-def _span_matrix(span_log_probs: torch.Tensor, n_models: int) -> torch.Tensor:
-    if not isinstance(span_log_probs, torch.Tensor) or span_log_probs.dim() != 2 or span_log_probs.shape[1] != n_models:
+def _span_matrix(span_log_probs: torch.Tensor, n_models: int | None) -> torch.Tensor:
+    """``span_log_probs`` as a float64 CPU ``[spans, n_models]`` matrix (any width for ``None``)."""
+    is_matrix = isinstance(span_log_probs, torch.Tensor) and span_log_probs.dim() == 2
+    if not is_matrix or (n_models is not None and span_log_probs.shape[1] != n_models):
         shape = (tuple(span_log_probs.shape) if isinstance(span_log_probs, torch.Tensor)
                  else type(span_log_probs).__name__)
-        raise ValueError(f"span_log_probs must be a [spans, {n_models}] tensor of log-probabilities; got {shape}")
+        width = "models" if n_models is None else n_models
+        raise ValueError(f"span_log_probs must be a [spans, {width}] tensor of log-probabilities; got {shape}")
     x = span_log_probs.detach().to(torch.float64).cpu()
     if bool((x > 0).any()) or bool(torch.isnan(x).any()):
         raise ValueError("span_log_probs must be log-probabilities (<= 0, -inf allowed, no NaN)")
     return x
 
 
-__all__ = ["RATES", "STEPS", "AdaptiveMixture", "AdaptiveRows", "simplex_grid"]
+__all__ = ["RATES", "STEPS", "AdaptiveMixture", "AdaptiveRows", "check_adaptive", "simplex_grid"]

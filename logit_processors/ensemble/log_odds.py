@@ -10,7 +10,7 @@ import torch
 from .. import numerics
 from ..core import DeviceCache
 from ..validate import NanPolicy, finite_floats
-from .adaptive import AdaptiveMixture, AdaptiveRows
+from .adaptive import AdaptiveMixture, AdaptiveRows, check_adaptive
 from .combine import COMBINE_MODES, Combine, check_mixture, combine_log_probs, row_weighted_mixture, temperature_value
 from .with_members import WithMemberModels
 
@@ -167,15 +167,9 @@ class LogOddsEnsemble(WithMemberModels):
 
 def _adaptive_rows(adaptive: object, combine: str, weights: list[float]) -> AdaptiveRows | None:
     """Per-row adaptive weights for ``adaptive`` (False: None), else a ValueError naming it."""
+    check_adaptive(adaptive, combine, len(weights))
     if adaptive is False:
         return None
-    if not (adaptive is True or isinstance(adaptive, AdaptiveMixture)):
-        raise ValueError(f"adaptive must be True, False or an AdaptiveMixture; got {adaptive!r}")
-    if combine != "mixture":
-        raise ValueError(f"adaptive weights are mixture weights: adaptive needs combine='mixture'; got {combine!r}")
-    if isinstance(adaptive, AdaptiveMixture) and adaptive.n_models != len(weights):
-        raise ValueError(f"adaptive mixes {adaptive.n_models} models but the ensemble has {len(weights)} "
-                         "(the primary and its members)")
     return AdaptiveRows(adaptive if isinstance(adaptive, AdaptiveMixture) else AdaptiveMixture.centered_at(weights))
 
 

@@ -24,9 +24,10 @@ and what is approximated:
 primary). ``adaptive=True`` (mixtures) adds ``"adaptive"``: the mixture whose weights learn online
 from the spans (or, in generation mode, tokens) scored so far (:mod:`.adaptive`), each document
 from a prior: fitted on ``fit_texts`` if given, else centred on ``weights`` (half uniform either
-way), or an :class:`~.adaptive.AdaptiveMixture` passed as ``adaptive``. Weights are given, or fitted on ``fit_texts`` (EM for mixtures, a grid of member
-weights for products); ``temperatures`` (numbers or fitted
-:class:`~logit_processors.calibration.CalibratedTemperature`) divide each model's logits first.
+way), or an :class:`~.adaptive.AdaptiveMixture` passed as ``adaptive``. Weights are given, or
+fitted on ``fit_texts`` (EM for mixtures, a grid of member weights for products);
+``temperatures`` (numbers or fitted :class:`~logit_processors.calibration.CalibratedTemperature`)
+divide each model's logits first.
 
 Example:
     >>> from logit_processors.models import load_tiny_gemma, load_tiny_gpt2
@@ -44,7 +45,7 @@ from collections.abc import Sequence
 
 from ..runtime.text_codec import TextCodec
 from ..validate import finite_floats
-from .adaptive import AdaptiveMixture
+from .adaptive import AdaptiveMixture, check_adaptive
 from .byte_spans import LOG2, fit_mixture_weights, score_spans
 from .combine import COMBINE_MODES, check_mixture, temperature_value
 from .generation_score import generation_scores
@@ -66,12 +67,7 @@ def score_text(models: Sequence, tokenizers: Sequence, texts: str | Sequence[str
                          f"tokenizers and {len(names)} names")
     if combine not in COMBINE_MODES:
         raise ValueError(f"combine must be one of {COMBINE_MODES}; got {combine!r}")
-    if not isinstance(adaptive, (bool, AdaptiveMixture)):
-        raise ValueError(f"adaptive must be True, False or an AdaptiveMixture; got {adaptive!r}")
-    if adaptive is not False and combine != "mixture":
-        raise ValueError(f"adaptive weights are mixture weights: use combine='mixture' with adaptive; got {combine!r}")
-    if isinstance(adaptive, AdaptiveMixture) and adaptive.n_models != len(models):
-        raise ValueError(f"adaptive mixes {adaptive.n_models} models but {len(models)} models were given")
+    check_adaptive(adaptive, combine, len(models))
     if weights is None and fit_texts is None:
         raise ValueError("give the ensemble's weights, or fit_texts to fit them on (never the scored text itself)")
     if weights is not None:
@@ -90,7 +86,8 @@ def score_text(models: Sequence, tokenizers: Sequence, texts: str | Sequence[str
     if fit_texts is not None:
         result["fit"] = {"documents": len(fit_texts), "bytes": sum(len(t.encode("utf-8")) for t in fit_texts)}
     if combine == "mixture":
-        fit_matrix = score_spans(models, codecs, fit_texts, temps).matrix() if fit_texts is not None else None
+        needs_fit = fit_texts is not None and (weights is None or adaptive is True)
+        fit_matrix = score_spans(models, codecs, fit_texts, temps).matrix() if needs_fit else None
         if weights is None:
             weights = fit_mixture_weights(fit_matrix)
         result.update(ensemble=scores.mixture_bits_per_byte(weights), weights=_normalized(weights))
@@ -128,7 +125,8 @@ def _product(models, tokenizers, texts, fit_texts, weights, combine, temps) -> d
 def _generation_mixture(models, tokenizers, texts, fit_texts, weights, temps, adaptive=False) -> dict:
     args = (models[0], tokenizers[0], list(models[1:]), list(tokenizers[1:]))
     held = generation_scores(*args, texts, temperatures=temps, product=None)
-    fit = generation_scores(*args, fit_texts, temperatures=temps, product=None) if fit_texts is not None else None
+    needs_fit = fit_texts is not None and (weights is None or adaptive is True)
+    fit = generation_scores(*args, fit_texts, temperatures=temps, product=None) if needs_fit else None
     if weights is None:
         weights = fit.fit_mixture()
     out = {"ensemble": held.bits_per_byte(weights), "weights": _normalized(weights),
