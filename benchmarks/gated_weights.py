@@ -19,7 +19,7 @@ model at span ``s`` is a logistic gate ``sigmoid(theta . x_s)`` of features know
 Each gate is fitted (L-BFGS, float64, maximum likelihood of the mixture, small L2) on the domain's
 fit split and scored on the held-out split; the same gate fitted on the held-out split itself is
 reported as its **ceiling in hindsight** (an oracle, never a result). Gains are relative to the
-better member: ``1 - ensemble / min(members)``. One torch thread, ~5 minutes for four domains.
+better member: ``1 - ensemble / min(members)``. One torch thread, ~6 minutes for four domains.
 """
 
 from __future__ import annotations
