@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_io import write_json  # noqa: E402
 from text_domains import DOMAINS, build_domains  # noqa: E402
 
-from logit_processors.ensemble.byte_spans import LOG2, common_boundaries  # noqa: E402
+from logit_processors.ensemble.byte_spans import LOG2, common_boundaries, span_log_probs  # noqa: E402
 from logit_processors.models import load  # noqa: E402
 from logit_processors.runtime.streamed_logits import TeacherForcedLogits  # noqa: E402
 from logit_processors.runtime.text_codec import TextCodec  # noqa: E402
@@ -69,18 +69,10 @@ def document_spans(models, codecs, text: str) -> tuple[torch.Tensor, torch.Tenso
         boundaries = common_boundaries(boundaries, ends)
     log_probs, entropies = [], []
     for lp, ent, ends in stats:
-        spans, first_entropy, total, k, first = [], [], 0.0, 0, None
-        for j, (value, end) in enumerate(zip(lp, ends, strict=True)):
-            if k == len(boundaries):
-                break
-            first = j if first is None else first
-            total += value
-            if end == boundaries[k]:
-                spans.append(total)
-                first_entropy.append(ent[first])
-                total, k, first = 0.0, k + 1, None
-        log_probs.append(spans)
-        entropies.append(first_entropy)
+        log_probs.append(span_log_probs(lp, ends, boundaries))
+        token_ending_at = {end: j for j, end in enumerate(ends)}
+        # A span's first token is the one after the token that ends the span before it.
+        entropies.append([ent[0]] + [ent[token_ending_at[end] + 1] for end in boundaries[:-1]])
     return torch.tensor(log_probs, dtype=torch.float64).T, torch.tensor(entropies, dtype=torch.float64).T
 
 

@@ -72,6 +72,19 @@ def shifted_by_temperature(scores: torch.Tensor, temperature: float) -> torch.Te
     return (z - finite_row_max(z)) / temperature
 
 
+def tempered_log_softmax(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Float32 ``log_softmax(scores / temperature)`` over the last dim, through
+    :func:`shifted_by_temperature` (no overflow); at temperature 1 the scores go in as they are.
+
+    Example:
+        >>> import torch
+        >>> z = torch.tensor([[1.0, 1.0, -float("inf")]])
+        >>> tempered_log_softmax(z, 0.5).exp().tolist()
+        [[0.5, 0.5, 0.0]]
+    """
+    return log_softmax(scores if temperature == 1 else shifted_by_temperature(scores, temperature))
+
+
 def logsumexp(scores: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
     """Stable ``log(sum(exp(scores)))`` in float32; ``-inf`` for a fully masked row."""
     # torch.logsumexp already subtracts the max and maps an all -inf row to -inf.

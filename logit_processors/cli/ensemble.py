@@ -128,9 +128,9 @@ def processors(args: argparse.Namespace, tokenizer) -> list:
                   for name in ([name for name, _ in ensemble] or [contrastive])]
         models, tokenizers = [m for m, _ in loaded], [tokenizer, *(t for _, t in loaded)]
         if ensemble:
-            if getattr(args, "adaptive", None):
-                return [LogOddsEnsemble(models, _weights(args), combine="mixture", tokenizer=tokenizers, adaptive=True)]
-            return [LogOddsEnsemble(models, _weights(args), combine=args.combine or "logprob", tokenizer=tokenizers)]
+            adaptive = bool(getattr(args, "adaptive", None))  # --adaptive implies --combine mixture
+            combine = "mixture" if adaptive else args.combine or "logprob"
+            return [LogOddsEnsemble(models, _weights(args), combine=combine, tokenizer=tokenizers, adaptive=adaptive)]
         return [ContrastiveDecoding(
             models[0],
             alpha=1.0 if args.alpha is None else args.alpha,

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import torch
 
 from ..validate import positive_int, probability
-from .detector import DEFAULT_FPR, DetectionResult, conformal_threshold
+from .detector import DEFAULT_FPR, DEFAULT_WINDOW, DetectionResult, conformal_threshold
 from .prompt_stats import PromptStats, nan_to_num
 from .sequential import window_means
 
@@ -86,7 +86,7 @@ class WindowedPerplexityFilter(_PerplexityBase):
 
     name = "windowed perplexity"
 
-    def __init__(self, window: int = 10, *, fpr: float = DEFAULT_FPR):
+    def __init__(self, window: int = DEFAULT_WINDOW, *, fpr: float = DEFAULT_FPR):
         super().__init__(fpr=fpr)
         self.window = positive_int("window", window)
 

@@ -87,7 +87,7 @@ def check_mixture(weights: Sequence[float], prior: object = None) -> None:
 def _mixture(scores, weights, temperatures) -> torch.Tensor:
     total_weight = math.fsum(weights)
     terms = [
-        numerics.log_softmax(numerics.shifted_by_temperature(s, t) if t != 1 else s) + math.log(w / total_weight)
+        numerics.tempered_log_softmax(s, t) + math.log(w / total_weight)
         for s, w, t in zip(scores, weights, temperatures, strict=True) if w != 0
     ]
     mixed = torch.logsumexp(torch.stack(terms), dim=0)

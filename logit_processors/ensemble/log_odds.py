@@ -146,10 +146,8 @@ class LogOddsEnsemble(WithMemberModels):
 
     def _adaptive_mixture(self, input_ids, scores, logits, width) -> torch.Tensor:
         """The mixture with each row's adaptive weights, which first learn from the token each row gained."""
-        log_probs = [
-            numerics.log_softmax(x if t == 1 else numerics.shifted_by_temperature(x, t))
-            for x, t in zip([scores[:, :width], *logits], self._source_temperatures(), strict=True)
-        ]
+        log_probs = [numerics.tempered_log_softmax(x, t)
+                     for x, t in zip([scores[:, :width], *logits], self._source_temperatures(), strict=True)]
         weights = self._adaptive_rows.weights_for(input_ids, torch.stack(log_probs))
         return row_weighted_mixture(log_probs, weights)
 

@@ -86,7 +86,7 @@ def score_text(models: Sequence, tokenizers: Sequence, texts: str | Sequence[str
     if fit_texts is not None:
         result["fit"] = {"documents": len(fit_texts), "bytes": sum(len(t.encode("utf-8")) for t in fit_texts)}
     if combine == "mixture":
-        needs_fit = fit_texts is not None and (weights is None or adaptive is True)
+        needs_fit = _fits(fit_texts, weights, adaptive)
         fit_matrix = score_spans(models, codecs, fit_texts, temps).matrix() if needs_fit else None
         if weights is None:
             weights = fit_mixture_weights(fit_matrix)
@@ -125,7 +125,7 @@ def _product(models, tokenizers, texts, fit_texts, weights, combine, temps) -> d
 def _generation_mixture(models, tokenizers, texts, fit_texts, weights, temps, adaptive=False) -> dict:
     args = (models[0], tokenizers[0], list(models[1:]), list(tokenizers[1:]))
     held = generation_scores(*args, texts, temperatures=temps, product=None)
-    needs_fit = fit_texts is not None and (weights is None or adaptive is True)
+    needs_fit = _fits(fit_texts, weights, adaptive)
     fit = generation_scores(*args, fit_texts, temperatures=temps, product=None) if needs_fit else None
     if weights is None:
         weights = fit.fit_mixture()
@@ -136,6 +136,12 @@ def _generation_mixture(models, tokenizers, texts, fit_texts, weights, temps, ad
         mixture = _adaptive_mixture(adaptive, fit.targets if fit is not None else None, weights)
         out["adaptive"] = _adaptive_scores(mixture, held.per_document(), held.n_bytes)
     return out
+
+
+def _fits(fit_texts, weights, adaptive) -> bool:
+    """Whether anything is fitted on the fit text (the weights, or the adaptive mixture's prior):
+    only then are the models run over it."""
+    return fit_texts is not None and (weights is None or adaptive is True)
 
 
 def _adaptive_mixture(adaptive, fit_matrix, weights) -> AdaptiveMixture:
