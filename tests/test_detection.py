@@ -37,10 +37,11 @@ from logit_processors.detection.detector import (
     cusum,
     cusum_span,
     position_buckets,
+    repeat_units,
 )
 from logit_processors.detection.evaluation import Row, auroc, check_targets, roc_curve, threshold_at_fpr, tpr_at_fpr
 from logit_processors.detection.prompt_stats import FEATURES, PromptStats, stats_from_logits
-from logit_processors.detection.sequential import window_means
+from logit_processors.detection.sequential import longest_run, window_means
 from logit_processors.gaps import GapStats
 from logit_processors.runtime.prompts import EncodedPrompt
 
@@ -205,7 +206,7 @@ def test_the_probe_catches_what_the_tokens_cannot(two_channels):
     assert all(r.flagged for r in results["gibberish"])
     assert sum(r.flagged for r in results["benign"]) / 400 <= 0.03  # target 1%
     for r in results["fluent"] + results["gibberish"]:
-        assert r.score == max(r.channels.values()) and set(r.channels) == {"tokens", "windows", "probe"}
+        assert r.score == max(r.channels.values()) and set(r.channels) == {"tokens", "windows", "repeats", "probe"}
     # The fluent prompts are caught by the probe, the gibberish by the tokens.
     assert all(r.channels["probe"] > r.channels["tokens"] for r in results["fluent"] if r.flagged)
     assert all(r.channels["tokens"] > two_channels.threshold for r in results["gibberish"])
@@ -273,7 +274,7 @@ def test_the_windows_channel_is_the_capped_worst_window(benign_fit, detector):
         assert detector.score_stats(stats).channels["windows"] == pytest.approx(windows_reference(detector, stats),
                                                                               rel=1e-9, abs=1e-9)
     no_windows = Detector(refusal=None, probe=False, window=None).fit_stats(benign_fit)
-    assert set(no_windows.score_stats(prompts[0]).channels) == {"tokens"}
+    assert set(no_windows.score_stats(prompts[0]).channels) == {"tokens", "repeats"}
     assert "windows of 10" in repr(detector) and "windows" not in repr(no_windows)
 
 
@@ -289,6 +290,70 @@ def test_the_windows_channel_catches_a_run_the_cusum_discounts(benign_fit, detec
     assert result.channels["tokens"] < detector.threshold
     start, end = result.span_chars
     assert 10 <= start and end <= 22  # the worst window lies inside the planted run
+
+
+def runs_loop(ids: list[int], countable: list[bool]) -> tuple[int, int]:
+    """The longest run of one repeated id over countable positions, by a plain scan."""
+    best, length, start = (0, 0), 0, 0
+    for i, (token, ok) in enumerate(zip(ids, countable, strict=True)):
+        if not ok:
+            length = 0
+            continue
+        if length and token == ids[i - 1]:
+            length += 1
+        else:
+            length, start = 1, i
+        if length > best[0]:
+            best = (length, start)
+    return best
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=40))
+def test_longest_run_equals_a_plain_scan(tokens):
+    ids, countable = [t for t, _ in tokens], [ok for _, ok in tokens]
+    assert longest_run(torch.tensor(ids, dtype=torch.long), torch.tensor(countable, dtype=torch.bool)) == \
+        runs_loop(ids, countable)
+    assert longest_run(torch.tensor(ids, dtype=torch.long)) == runs_loop(ids, [True] * len(ids))
+
+
+def repeated(n: int, generator: torch.Generator, run: tuple[int, int], text: str) -> PromptStats:
+    """A benign-looking synthetic prompt whose user tokens ``run`` (indices) are one token id
+    repeated, that token spelling ``text``; its statistics say the model predicted each repeat."""
+    stats = synthetic(n, generator)
+    a, b = run
+    ids = list(stats.encoded.input_ids)
+    ids[3 + a : 3 + b] = [10_000] * (b - a)
+    pieces = ["x"] * (3 + a) + [text] * (b - a) + ["x"] * (n - b)
+    ends = torch.cumsum(torch.tensor([len(p) for p in pieces]), 0).tolist()
+    offsets = tuple(zip([0] + ends[:-1], ends, strict=True))
+    stats.encoded = EncodedPrompt(tuple(ids), (3, n + 3), "".join(pieces), "".join(pieces[3:]), 3, offsets)
+    stats.stats.surprisal[a + 2 : b] = 0.05  # after two repeats the model expects the next one
+    stats.stats.entropy[a + 2 : b] = 0.3
+    return stats
+
+
+def test_the_repeats_channel_catches_a_predictable_run(benign_fit, detector):
+    """GCG's starting string ("! ! ! ...") is predictable token by token once it repeats: the
+    surprisal channels see nothing, the repeats channel flags it and blames the run."""
+    g = torch.Generator().manual_seed(13)
+    center, scale = detector.units["repeats"]
+    assert (center, scale) == (1.0, 1.0)  # no synthetic benign prompt repeats a token
+    result = detector.score_stats(repeated(30, g, (12, 25), " !"))
+    assert result.channels["repeats"] == 13 - 1 and result.flagged
+    assert result.channels["tokens"] < detector.threshold and result.channels["windows"] < detector.threshold
+    assert result.span_tokens == (12, 25)
+    # A number written digit by digit (1000000000000) is no repetition.
+    number = detector.score_stats(repeated(30, g, (12, 25), "0"))
+    assert number.channels["repeats"] == 1 - 1 and not number.flagged
+    assert "repeats" in repr(detector)
+    no_repeats = Detector(refusal=None, probe=False, repeats=False).fit_stats(benign_fit)
+    assert "repeats" not in no_repeats.score_stats(benign_fit[0]).channels and "repeats" not in repr(no_repeats)
+
+
+def test_repeat_units_count_tokens_beyond_the_benign_tail():
+    runs = torch.tensor([1.0] * 600 + [2.0] * 395 + [3.0] * 5)  # 0.5% reach 3 tokens
+    assert repeat_units(runs, 0.01) == (2.0, 1.0)
+    assert repeat_units(runs, 0.001) == (3.0, 1.0)
 
 
 def test_unfitted_detector_and_too_few_prompts(benign_fit):

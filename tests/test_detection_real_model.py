@@ -36,6 +36,8 @@ CLEAR_BENIGN = ("b225", "b233", "b243", "b252", "b263", "b269", "b292", "b314",
                 "code000", "code151", "code210", "doc142", "doc002", "ml_ru00", "ml_zh00", "ml_ar00", "turn000a", "turn000b")
 CLEAR_ATTACKS = {"random": ("rnd000", "rnd001", "rnd002"), "optimized": ("opt00", "opt01", "opt02")}
 FLUENT_ATTACKS = ("flu000", "jb_fiction_06")  # caught by the probe, not by the tokens
+REPEATED = "plah28"  # GCG's starting string, one token changed: "! ! ! ... ! hashlib ! !"
+NUMBER = "How many zeros does 1000000000000 have, and what is 7000000000 / 7?"  # digit runs of 12 and 9
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +54,13 @@ def detector(smollm2):
 @pytest.fixture(scope="module")
 def slice_results(detector):
     benign = {p.id: p for p in load_benign("test")}
-    attacks = {a.id: a for name in (*CLEAR_ATTACKS, "fluent", "jailbreak") for a in load_attacks(name, "test")}
+    attacks = {a.id: a for name in (*CLEAR_ATTACKS, "fluent", "jailbreak", "gcg_harmful")
+               for a in load_attacks(name, "test")}
     chosen = ([benign[i] for i in CLEAR_BENIGN] + [attacks[i] for ids in CLEAR_ATTACKS.values() for i in ids]
-              + [attacks[i] for i in FLUENT_ATTACKS])
-    prompts = [p.prompt if hasattr(p, "prompt") else p.text for p in chosen]
-    return dict(zip([p.id for p in chosen], zip(chosen, detector.score_many(prompts), strict=True), strict=True))
+              + [attacks[i] for i in (*FLUENT_ATTACKS, REPEATED)])
+    prompts = [p.prompt if hasattr(p, "prompt") else p.text for p in chosen] + [NUMBER]
+    results = detector.score_many(prompts)
+    return dict(zip([p.id for p in chosen] + [NUMBER], zip([*chosen, NUMBER], results, strict=True), strict=True))
 
 
 def test_clear_benign_requests_are_not_flagged(slice_results):
@@ -73,6 +77,18 @@ def test_fluent_attacks_are_flagged_by_the_probe(slice_results):
     for prompt_id in FLUENT_ATTACKS:
         attack, result = slice_results[prompt_id]
         assert result.flagged and result.channels["probe"] > result.threshold, (attack.text, result.summary())
+
+
+def test_a_repeated_token_is_flagged_and_a_long_number_is_not(slice_results, detector):
+    """The surprisal channels miss GCG's `! ! !` string (the model predicts each repeat); the
+    repeats channel flags it and blames the run. A number written digit by digit is no run."""
+    attack, result = slice_results[REPEATED]
+    assert result.flagged and max(result.channels, key=result.channels.get) == "repeats", result.summary()
+    assert result.channels["tokens"] < result.threshold and result.channels["windows"] < result.threshold
+    run = result.span_text
+    assert run.split() == ["!"] * 13 and run in attack.suffix
+    _, number = slice_results[NUMBER]
+    assert not number.flagged and number.channels["repeats"] <= 0, number.summary()
 
 
 @pytest.mark.parametrize("name", sorted(CLEAR_ATTACKS))

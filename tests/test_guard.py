@@ -116,7 +116,7 @@ def test_prefill_statistics_equal_a_separate_scoring_pass(setup):
     assert shared.score == pytest.approx(alone.score, rel=1e-4, abs=1e-4)
     # The probe's hidden state: the last prompt token run on the prefill's cache, vs one pass.
     # float32 attention over a few dozen positions: agreement to ~1e-5 relative, 1e-4 allowed.
-    assert set(shared.channels) == {"tokens", "windows", "probe"}
+    assert set(shared.channels) == {"tokens", "windows", "repeats", "probe"}
     for name in shared.channels:
         assert shared.channels[name] == pytest.approx(alone.channels[name], rel=1e-4, abs=1e-4)
 

@@ -1,4 +1,4 @@
-"""Prompt anomaly detection from the model's own logits and hidden state: three channels, one threshold.
+"""Prompt anomaly detection from the model's own logits and hidden state: four channels, one threshold.
 
 What a detector must survive is the traffic a model serves: code, pasted documents (Markdown,
 logs, JSON), many languages and scripts, multi-turn chats. A detector that standardizes raw
@@ -39,6 +39,18 @@ improbability in absolute terms. On its own it is the filter that flags pasted d
 other languages; here its benign scale and threshold come from the same varied benign traffic
 as the other channels, so its 1%-tail sits above what documents and other scripts score, and it
 only decides for a stretch more improbable than any of those.
+
+**Repeats channel (repetition).** Both channels above are blind to a suffix that repeats one
+token (``! ! ! ! ! ! ! ! ! ! ! ! ! hashlib ! !``, GCG's own starting string, or what a search
+for low perplexity converges to): once a token has repeated a few times the model predicts the
+next repeat (induction), so every token is unsurprising, relative to the entropy and in absolute
+terms. The channel's score is the longest run of one token repeated back to back in the user's
+text. Runs of a digit do not count: a tokenizer that writes numbers digit by digit (SmolLM2's)
+makes ``1000000`` a run of six ``0``, and in the benign fit traffic every run longer than two
+tokens is a number (up to 9, in pasted documents); no other token repeats three times in a row
+there, while the missed GCG suffix repeats `` !`` 13 times and 7 of the 8 suffixes searched for
+low perplexity 6-14 times. Its benign scale is at least one token (the statistic is an integer:
+one more repeat must not decide alone).
 
 **Probe channel (fluent attacks).** An appended "Ignore all previous instructions ..." or a
 "developer mode" jailbreak is fluent English: no token statistic separates it from benign
@@ -107,13 +119,14 @@ from .sequential import (
     cusum,
     cusum_span,
     localize,
+    longest_run,
     position_buckets,
     robust_location_scale,
     window_means,
 )
 
 FORMAT = "logit_processors.detection.Detector"
-VERSION = 3  # 3: the windows channel
+VERSION = 4  # 3: the windows channel; 4: the repeats channel
 
 #: Default per-feature weights of the token score: the two statistics that are invariant to the
 #: content's own predictability, equally.
@@ -125,11 +138,11 @@ DEFAULT_FPR = 0.01
 DEFAULT_PROBE_L2 = 0.1  # the probe's L2 penalty (on standardized hidden states)
 PROBE_FOLDS = 5  # cross-fitting folds for the probe's benign scores
 DEFAULT_WINDOW = 10  # tokens per window of the windows channel (Jain et al. 2023's window, not tuned here)
-CHANNELS: tuple[str, ...] = ("tokens", "windows", "probe")
+CHANNELS: tuple[str, ...] = ("tokens", "windows", "repeats", "probe")
 
 __all__ = ["CHANNELS", "DEFAULT_FPR", "DEFAULT_WEIGHTS", "DEFAULT_WINDOW", "DetectionResult", "Detector",
            "conformal_threshold", "cusum", "cusum_span", "default_detector", "localize", "position_buckets",
-           "windowed_surprisal"]
+           "repeat_units", "windowed_surprisal"]
 
 
 def benign_units(scores: torch.Tensor, fpr: float) -> tuple[float, float]:
@@ -146,6 +159,24 @@ def benign_units(scores: torch.Tensor, fpr: float) -> tuple[float, float]:
     center = float(scores.median())
     spread = float(torch.quantile(scores, 1 - fpr)) - center
     return center, max(spread, 1e-3 * (abs(center) + 1.0))
+
+
+def repeat_units(runs: torch.Tensor, fpr: float) -> tuple[float, float]:
+    """``(center, scale)`` of the repeats channel: centered on the benign ``1 - fpr`` quantile
+    of the longest run (rounded up to a whole token), one unit per token.
+
+    The run length is an integer with most of its benign mass on 1 and 2 tokens, so the median
+    and the ``1 - fpr`` quantile of :func:`benign_units` can be one token apart while a third
+    of the benign prompts sit on that quantile: each would score 1, as high as the 1% tail of
+    the other channels. Counting the tokens *beyond* the run length that ``1 - fpr`` of the
+    benign prompts reach keeps benign prompts at or below 0 on this channel (they are judged by
+    the others) and adds one unit per extra repeat.
+
+    Example:
+        >>> repeat_units(torch.tensor([1.0] * 60 + [2.0] * 40), 0.01)
+        (2.0, 1.0)
+    """
+    return float(torch.quantile(runs.double(), 1 - fpr).ceil()), 1.0
 
 
 def windowed_surprisal(stats: PromptStats, window: int, cap: torch.Tensor | None = None) -> tuple[float, int]:
@@ -173,8 +204,8 @@ def windowed_surprisal(stats: PromptStats, window: int, cap: torch.Tensor | None
 
 
 class Detector:
-    """Three channels (token CUSUM, windowed surprisal, hidden-state probe) and a threshold at a
-    target false-positive rate.
+    """Four channels (token CUSUM, windowed surprisal, repeated tokens, hidden-state probe) and a
+    threshold at a target false-positive rate.
 
     Build one with :meth:`fit` (or :meth:`load`, or :func:`default_detector`); then :meth:`score`
     a prompt (a user message or a list of chat messages), or :meth:`score_many` a batch. See the
@@ -197,6 +228,7 @@ class Detector:
         probe_l2: the probe's L2 penalty.
         refusal_feature: also give the probe the first-step refusal gap.
         window: tokens per window of the windows channel, or ``None`` for no such channel.
+        repeats: use the repeats channel (the longest run of one repeated non-digit token).
     """
 
     def __init__(
@@ -215,6 +247,7 @@ class Detector:
         probe_l2: float = DEFAULT_PROBE_L2,
         refusal_feature: bool = False,
         window: int | None = DEFAULT_WINDOW,
+        repeats: bool = True,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
@@ -242,6 +275,7 @@ class Detector:
         if self.refusal_feature and (self.refusal is None or not self.probe_enabled):
             raise ValueError("refusal_feature needs the probe (probe=True) and a RefusalGap (refusal word lists)")
         self.window = None if window is None else positive_int("window", window)
+        self.repeats = bool(repeats)
         self.location: torch.Tensor | None = None  # [buckets, F] benign median per position bucket
         self.scale: torch.Tensor | None = None  # [buckets, F] benign robust scale per position bucket
         self.score_mean = 0.0  # benign mean and standard deviation of the combined token score
@@ -308,6 +342,8 @@ class Detector:
         channels = {"tokens": torch.tensor([self._token_channel(s)[0] for s in stats], dtype=torch.float64)}
         if self.window is not None:
             channels["windows"] = torch.tensor([self._window_channel(s)[0] for s in stats], dtype=torch.float64)
+        if self.repeats:
+            channels["repeats"] = torch.tensor([self._repeat_channel(s)[0] for s in stats], dtype=torch.float64)
         if self.probe_enabled:
             if not attack_stats:
                 raise ValueError("the probe needs attack statistics: fit_stats(benign_stats, attack_stats), or "
@@ -319,6 +355,8 @@ class Detector:
             channels["probe"] = out_of_fold_scores(positives, negatives, l2=self.probe_l2,
                                                    folds=min(PROBE_FOLDS, len(negatives)))
         self.units = {name: benign_units(values, self.fpr) for name, values in channels.items()}
+        if self.repeats:
+            self.units["repeats"] = repeat_units(channels["repeats"], self.fpr)
         combined = torch.stack([(v - self.units[k][0]) / self.units[k][1] for k, v in channels.items()]).amax(0)
         self.fit_scores = combined.tolist()
         self.threshold = conformal_threshold(self.fit_scores, self.fpr)
@@ -374,21 +412,45 @@ class Detector:
         cap = self.location[buckets, surprisal] + self.clip * self.scale[buckets, surprisal]
         return windowed_surprisal(stats, self.window, cap)
 
+    def _repeat_channel(self, stats: PromptStats) -> tuple[int, int]:
+        """``(length, start)`` of the longest run of one repeated token that is not a digit."""
+        return longest_run(stats.token_ids, ~self._digit_tokens(stats))
+
+    def _digit_tokens(self, stats: PromptStats) -> torch.Tensor:
+        """Which scored tokens spell only digits (part of a number), read from the prompt's text
+        through the token offsets (or, without offsets, decoded by the tokenizer)."""
+        encoded = stats.encoded
+        if encoded.offsets is not None:
+            texts = [encoded.text[slice(*encoded.offsets[int(i)])] for i in stats.positions]
+        elif self.tokenizer is not None:
+            texts = self.tokenizer.batch_decode([[i] for i in stats.token_ids.tolist()])
+        else:
+            raise ValueError("the repeats channel needs token offsets (a fast tokenizer) or the tokenizer: pass it "
+                             "to the Detector, or use Detector(..., repeats=False)")
+        return torch.tensor([text.isdigit() for text in texts], dtype=torch.bool)
+
     def _score(self, stats: PromptStats) -> DetectionResult:
         raw, x, curve = self._token_channel(stats)
         channels = {"tokens": raw}
         window_start = 0
         if self.window is not None:
             channels["windows"], window_start = self._window_channel(stats)
+        run = (0, 0)
+        if self.repeats:
+            run = self._repeat_channel(stats)
+            channels["repeats"] = float(run[0])
         if self.probe is not None:
             channels["probe"] = float(self.probe(self._probe_input(stats)))
         channels = {k: (v - self.units[k][0]) / self.units[k][1] for k, v in channels.items()}
         score = max(channels.values())
         threshold = self.threshold if self.threshold is not None else math.inf
         span = localize(x, self.drift, curve)
-        if channels.get("windows", -math.inf) == score and channels["tokens"] <= threshold and len(stats):
-            # The windows channel decided, not the token CUSUM: blame the worst window.
-            span = (window_start, min(window_start + self.window, len(stats)))
+        if channels["tokens"] <= threshold and len(stats):
+            # Another channel decided, not the token CUSUM: blame what it saw.
+            if channels.get("windows", -math.inf) == score:
+                span = (window_start, min(window_start + self.window, len(stats)))
+            elif channels.get("repeats", -math.inf) == score and run[0]:
+                span = (run[1], run[1] + run[0])
         if span is not None:
             span = (int(stats.positions[span[0]]), int(stats.positions[span[1] - 1]) + 1)
         gap = None
@@ -430,6 +492,7 @@ class Detector:
             "probe_l2": self.probe_l2,
             "refusal_feature": self.refusal_feature,
             "window": self.window,
+            "repeats": self.repeats,
             "position_buckets": list(POSITION_BUCKETS),
             "location": self.location.tolist(),
             "scale": self.scale.tolist(),
@@ -468,7 +531,8 @@ class Detector:
         detector = cls(model, tokenizer, weights=data["weights"], drift=data["drift"], clip=data["clip"],
                        fpr=data["fpr"], chat_template=data["chat_template"], refusal=refusal,
                        probe=data["probe"] is not None, probe_layer=data["probe_layer"], probe_l2=data["probe_l2"],
-                       refusal_feature=data["refusal_feature"], window=data["window"])
+                       refusal_feature=data["refusal_feature"], window=data["window"],
+                       repeats=data["repeats"])
         detector.location = torch.tensor(data["location"], dtype=torch.float64)
         detector.scale = torch.tensor(data["scale"], dtype=torch.float64)
         detector.score_mean, detector.score_std = float(data["score_mean"]), float(data["score_std"])
@@ -482,7 +546,9 @@ class Detector:
         state = f"threshold={self.threshold:.3f} at fpr={self.fpr}" if self.fitted else "not fitted"
         probe = f", probe on hidden_states[{self.probe_layer}]" if self.probe_enabled else ""
         windows = f", windows of {self.window}" if self.window is not None else ""
-        return f"Detector({state}, drift={self.drift}, clip={self.clip}, weights={self.weights}{windows}{probe})"
+        repeats = ", repeats" if self.repeats else ""
+        return (f"Detector({state}, drift={self.drift}, clip={self.clip}, weights={self.weights}{windows}{repeats}"
+                f"{probe})")
 
 
 def default_detector(model, tokenizer, name: str = "smollm2") -> Detector:

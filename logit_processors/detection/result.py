@@ -24,6 +24,7 @@ class DetectionResult:
     (default: those of ``span``). ``refusal_gap``: max refusal logit - max affirmation logit at
     the first decoding step (``None`` when not computed). ``channels``: the detector's score per
     channel (``"tokens"``: the CUSUM; ``"windows"``: the worst window's mean surprisal;
+    ``"repeats"``: the longest run of one repeated token, in tokens beyond the benign tail;
     ``"probe"``: the hidden-state probe), each in benign
     standard units; ``score`` is their maximum.
     """

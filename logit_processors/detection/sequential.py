@@ -98,6 +98,32 @@ def window_means(x: torch.Tensor, window: int) -> torch.Tensor:
     return ((c[window:] - c[:-window]) / window).to(x.dtype)
 
 
+def longest_run(ids: torch.Tensor, countable: torch.Tensor | None = None) -> tuple[int, int]:
+    """``(length, start)`` of the longest run of one id repeated back to back in ``ids`` (the
+    first such run on ties; ``(0, 0)`` when empty). Only positions where ``countable`` is true
+    take part: any other position ends a run and starts none.
+
+    Example:
+        >>> ids = torch.tensor([5, 7, 7, 7, 2, 2, 0, 0, 0, 0])
+        >>> longest_run(ids)
+        (4, 6)
+        >>> longest_run(ids, countable=ids != 0)
+        (3, 1)
+    """
+    ids = ids.flatten()
+    countable = torch.ones_like(ids, dtype=torch.bool) if countable is None else countable.flatten().bool()
+    if not bool(countable.any()):
+        return 0, 0
+    # A run starts wherever the id changes or a countable token follows an uncountable one; the
+    # run index of each token is the running count of starts, its length a bincount.
+    starts = torch.ones_like(countable)
+    starts[1:] = (ids[1:] != ids[:-1]) | ~countable[:-1]
+    run = torch.cumsum(starts.long(), 0) - 1
+    lengths = torch.bincount(run[countable], minlength=int(run[-1]) + 1)
+    best = int(lengths.argmax())
+    return int(lengths[best]), int(starts.nonzero()[best])
+
+
 def conformal_threshold(benign_scores: Sequence[float] | torch.Tensor, fpr: float) -> float:
     """The ``ceil((n + 1)(1 - fpr))``-th smallest of ``n`` benign scores (``inf`` if that exceeds n).
 
@@ -135,5 +161,5 @@ def robust_location_scale(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return location, (1.4826 * mad).clamp_min(MIN_SCALE)
 
 
-__all__ = ["POSITION_BUCKETS", "conformal_threshold", "cusum", "cusum_span", "localize", "position_buckets",
-           "robust_location_scale", "window_means"]
+__all__ = ["POSITION_BUCKETS", "conformal_threshold", "cusum", "cusum_span", "localize", "longest_run",
+           "position_buckets", "robust_location_scale", "window_means"]
