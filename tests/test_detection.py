@@ -316,7 +316,7 @@ def test_longest_run_equals_a_plain_scan(tokens):
     assert longest_run(torch.tensor(ids, dtype=torch.long)) == runs_loop(ids, [True] * len(ids))
 
 
-def repeated(n: int, generator: torch.Generator, run: tuple[int, int], text: str) -> PromptStats:
+def repeated(n: int, generator: torch.Generator, run: tuple[int, int], text: str, offsets: bool = True) -> PromptStats:
     """A benign-looking synthetic prompt whose user tokens ``run`` (indices) are one token id
     repeated, that token spelling ``text``; its statistics say the model predicted each repeat."""
     stats = synthetic(n, generator)
@@ -325,8 +325,8 @@ def repeated(n: int, generator: torch.Generator, run: tuple[int, int], text: str
     ids[3 + a : 3 + b] = [10_000] * (b - a)
     pieces = ["x"] * (3 + a) + [text] * (b - a) + ["x"] * (n - b)
     ends = torch.cumsum(torch.tensor([len(p) for p in pieces]), 0).tolist()
-    offsets = tuple(zip([0] + ends[:-1], ends, strict=True))
-    stats.encoded = EncodedPrompt(tuple(ids), (3, n + 3), "".join(pieces), "".join(pieces[3:]), 3, offsets)
+    spans = tuple(zip([0] + ends[:-1], ends, strict=True)) if offsets else None
+    stats.encoded = EncodedPrompt(tuple(ids), (3, n + 3), "".join(pieces), "".join(pieces[3:]), 3, spans)
     stats.stats.surprisal[a + 2 : b] = 0.05  # after two repeats the model expects the next one
     stats.stats.entropy[a + 2 : b] = 0.3
     return stats
@@ -346,6 +346,20 @@ def test_the_repeats_channel_catches_a_predictable_run(benign_fit, detector):
     number = detector.score_stats(repeated(30, g, (12, 25), "0"))
     assert number.channels["repeats"] == 1 - 1 and not number.flagged
     assert "repeats" in repr(detector)
+    # Without offsets (a slow tokenizer) the token texts come from the tokenizer, or it says so.
+    class OneTokenTokenizer:  # token 10_000 spells `text`, every other one "x"
+        def __init__(self, text):
+            self.text = text
+
+        def batch_decode(self, ids):
+            return [self.text if i == [10_000] else "x" for i in ids]
+
+    for text, channel in ((" !", 13 - 1), ("0", 1 - 1)):
+        stats = repeated(30, g, (12, 25), text, offsets=False)
+        with pytest.raises(ValueError, match="repeats channel needs token offsets"):
+            detector.score_stats(stats)
+        decoding = Detector(None, OneTokenTokenizer(text), refusal=None, probe=False).fit_stats(benign_fit)
+        assert decoding.score_stats(stats).channels["repeats"] == channel
     no_repeats = Detector(refusal=None, probe=False, repeats=False).fit_stats(benign_fit)
     assert "repeats" not in no_repeats.score_stats(benign_fit[0]).channels and "repeats" not in repr(no_repeats)
 

@@ -414,20 +414,27 @@ class Detector:
 
     def _repeat_channel(self, stats: PromptStats) -> tuple[int, int]:
         """``(length, start)`` of the longest run of one repeated token that is not a digit."""
-        return longest_run(stats.token_ids, ~self._digit_tokens(stats))
+        ids = stats.token_ids
+        # Only tokens next to their own repeat can be in a run longer than one: read just those.
+        repeated = torch.zeros_like(ids, dtype=torch.bool)
+        repeated[1:] |= ids[1:] == ids[:-1]
+        repeated[:-1] |= ids[1:] == ids[:-1]
+        countable = torch.ones_like(repeated)
+        where = repeated.nonzero().flatten().tolist()
+        countable[where] = torch.tensor([not text.isdigit() for text in self._token_texts(stats, where)],
+                                        dtype=torch.bool)
+        return longest_run(ids, countable)
 
-    def _digit_tokens(self, stats: PromptStats) -> torch.Tensor:
-        """Which scored tokens spell only digits (part of a number), read from the prompt's text
-        through the token offsets (or, without offsets, decoded by the tokenizer)."""
+    def _token_texts(self, stats: PromptStats, indices: list[int]) -> list[str]:
+        """The text of scored tokens ``indices``, read from the prompt through the token offsets
+        (or, without offsets, decoded by the tokenizer)."""
         encoded = stats.encoded
         if encoded.offsets is not None:
-            texts = [encoded.text[slice(*encoded.offsets[int(i)])] for i in stats.positions]
-        elif self.tokenizer is not None:
-            texts = self.tokenizer.batch_decode([[i] for i in stats.token_ids.tolist()])
-        else:
-            raise ValueError("the repeats channel needs token offsets (a fast tokenizer) or the tokenizer: pass it "
-                             "to the Detector, or use Detector(..., repeats=False)")
-        return torch.tensor([text.isdigit() for text in texts], dtype=torch.bool)
+            return [encoded.text[slice(*encoded.offsets[int(stats.positions[i])])] for i in indices]
+        if self.tokenizer is not None:
+            return self.tokenizer.batch_decode([[int(stats.token_ids[i])] for i in indices])
+        raise ValueError("the repeats channel needs token offsets (a fast tokenizer) or the tokenizer: pass it to "
+                         "the Detector, or use Detector(..., repeats=False)")
 
     def _score(self, stats: PromptStats) -> DetectionResult:
         raw, x, curve = self._token_channel(stats)
