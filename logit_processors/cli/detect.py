@@ -59,9 +59,9 @@ def add_commands(commands, model_options: argparse.ArgumentParser) -> None:
     evaluate = commands.add_parser(
         "detect-eval", parents=[model_options], help="evaluate attack detection against perplexity baselines",
         description="Fit the detector and the whole-prompt and windowed perplexity filters on the bundled benign fit "
-                    "prompts of every category (1%% FPR), then report, in one table, the FPR at the fitted threshold "
+                    "prompts of every category (1% FPR), then report, in one table, the FPR at the fitted threshold "
                     "on each held-out benign category (short chat, code, other languages, long documents, "
-                    "multi-turn chats) and AUROC, TPR@1%%FPR and TPR at the fitted threshold on each attack set "
+                    "multi-turn chats) and AUROC, TPR@1%FPR and TPR at the fitted threshold on each attack set "
                     "(random and optimized suffixes on benign and harmful requests, fluent instructions, "
                     "jailbreak templates, adaptive suffixes), with the cost per 1,000 prompt tokens.",
     )

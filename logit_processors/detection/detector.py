@@ -419,6 +419,8 @@ class Detector:
         repeated = torch.zeros_like(ids, dtype=torch.bool)
         repeated[1:] |= ids[1:] == ids[:-1]
         repeated[:-1] |= ids[1:] == ids[:-1]
+        if not bool(repeated.any()):  # most prompts: no token follows itself
+            return min(len(ids), 1), 0
         countable = torch.ones_like(repeated)
         where = repeated.nonzero().flatten().tolist()
         countable[where] = torch.tensor([not text.isdigit() for text in self._token_texts(stats, where)],
