@@ -399,6 +399,20 @@ def test_save_and_load_round_trip(tmp_path, request, which):
         Detector.load(path, None, None)
 
 
+def test_a_detector_saved_before_the_repeats_channel_loads_without_it(tmp_path, benign_fit):
+    three_channels = Detector(refusal=None, probe=False, repeats=False).fit_stats(benign_fit)
+    data = three_channels.to_dict()
+    data["version"] = 3
+    del data["repeats"]  # what a version-3 file holds
+    path = tmp_path / "v3.json"
+    path.write_text(json.dumps(data))
+    loaded = Detector.load(path, None, None)
+    assert not loaded.repeats and loaded.threshold == three_channels.threshold
+    stats = repeated(30, torch.Generator().manual_seed(5), (12, 25), " !")
+    assert loaded.score_stats(stats).channels == three_channels.score_stats(stats).channels
+    assert set(loaded.score_stats(stats).channels) == {"tokens", "windows"}
+
+
 def test_load_refuses_other_files(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "something else"}))

@@ -49,8 +49,8 @@ text. Runs of a digit do not count: a tokenizer that writes numbers digit by dig
 makes ``1000000`` a run of six ``0``, and in the benign fit traffic every run longer than two
 tokens is a number (up to 9, in pasted documents); no other token repeats three times in a row
 there, while the missed GCG suffix repeats `` !`` 13 times and 7 of the 8 suffixes searched for
-low perplexity 6-14 times. Its benign scale is at least one token (the statistic is an integer:
-one more repeat must not decide alone).
+low perplexity 6-14 times. It counts the tokens beyond the run length that 99% of benign prompts
+reach (:func:`repeat_units`), so benign prompts sit at or below 0 on it.
 
 **Probe channel (fluent attacks).** An appended "Ignore all previous instructions ..." or a
 "developer mode" jailbreak is fluent English: no token statistic separates it from benign
@@ -127,6 +127,7 @@ from .sequential import (
 
 FORMAT = "logit_processors.detection.Detector"
 VERSION = 4  # 3: the windows channel; 4: the repeats channel
+READABLE_VERSIONS = (3, 4)  # a version-3 file loads as what it was fitted as: without the repeats channel
 
 #: Default per-feature weights of the token score: the two statistics that are invariant to the
 #: content's own predictability, equally.
@@ -526,10 +527,11 @@ class Detector:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{path} is not a saved {FORMAT} (missing or wrong 'format' field)")
-        if (data.get("version") != VERSION or data.get("features") != list(FEATURES)
+        if (data.get("version") not in READABLE_VERSIONS or data.get("features") != list(FEATURES)
                 or data.get("position_buckets") != list(POSITION_BUCKETS)):
             raise ValueError(f"{path}: unsupported detector version {data.get('version')!r} (features, position "
-                             f"buckets); expected version {VERSION} with features {list(FEATURES)}: refit it")
+                             f"buckets); expected a version in {READABLE_VERSIONS} with features {list(FEATURES)}: "
+                             "refit it")
         if check_model and data.get("model") is not None:
             if model is None:
                 name = data["model"].get("name_or_path") or "unnamed"
@@ -541,7 +543,7 @@ class Detector:
                        fpr=data["fpr"], chat_template=data["chat_template"], refusal=refusal,
                        probe=data["probe"] is not None, probe_layer=data["probe_layer"], probe_l2=data["probe_l2"],
                        refusal_feature=data["refusal_feature"], window=data["window"],
-                       repeats=data["repeats"])
+                       repeats=data.get("repeats", False))
         detector.location = torch.tensor(data["location"], dtype=torch.float64)
         detector.scale = torch.tensor(data["scale"], dtype=torch.float64)
         detector.score_mean, detector.score_std = float(data["score_mean"]), float(data["score_std"])
