@@ -416,26 +416,28 @@ class Detector:
     def _repeat_channel(self, stats: PromptStats) -> tuple[int, int]:
         """``(length, start)`` of the longest run of one repeated token that is not a digit."""
         ids = stats.token_ids
-        # Only tokens next to their own repeat can be in a run longer than one: read just those.
+        # Only tokens next to their own repeat can be in a run longer than one: read just those
+        # (most prompts have none, and need no token text at all).
+        follows_itself = ids[1:] == ids[:-1]
         repeated = torch.zeros_like(ids, dtype=torch.bool)
-        repeated[1:] |= ids[1:] == ids[:-1]
-        repeated[:-1] |= ids[1:] == ids[:-1]
-        if not bool(repeated.any()):  # most prompts: no token follows itself
-            return min(len(ids), 1), 0
+        repeated[1:] |= follows_itself
+        repeated[:-1] |= follows_itself
         countable = torch.ones_like(repeated)
         where = repeated.nonzero().flatten().tolist()
-        countable[where] = torch.tensor([not text.isdigit() for text in self._token_texts(stats, where)],
-                                        dtype=torch.bool)
+        if where:
+            countable[where] = torch.tensor([not text.isdigit() for text in self._token_texts(stats, where)],
+                                            dtype=torch.bool)
         return longest_run(ids, countable)
 
     def _token_texts(self, stats: PromptStats, indices: list[int]) -> list[str]:
         """The text of scored tokens ``indices``, read from the prompt through the token offsets
         (or, without offsets, decoded by the tokenizer)."""
         encoded = stats.encoded
+        positions = [int(stats.positions[i]) for i in indices]
         if encoded.offsets is not None:
-            return [encoded.text[slice(*encoded.offsets[int(stats.positions[i])])] for i in indices]
+            return [encoded.text[slice(*encoded.offsets[p])] for p in positions]
         if self.tokenizer is not None:
-            return self.tokenizer.batch_decode([[int(stats.token_ids[i])] for i in indices])
+            return self.tokenizer.batch_decode([[encoded.input_ids[p]] for p in positions])
         raise ValueError("the repeats channel needs token offsets (a fast tokenizer) or the tokenizer: pass it to "
                          "the Detector, or use Detector(..., repeats=False)")
 
